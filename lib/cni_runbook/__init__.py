@@ -1,0 +1,3 @@
+"""CNI runbooks for Kubespray clusters."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,53 @@
+"""Small, loud wrappers around the system commands the lab uses."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+
+#: command -> Debian package that provides it (named in "missing prerequisite" errors).
+PREREQUISITES: dict[str, str] = {
+    "ip": "iproute2",
+    "nsenter": "util-linux",
+    "unshare": "util-linux",
+    "mount": "mount",
+    "containerd": "containerd",
+    "runc": "runc",
+    "iptables-legacy": "iptables",
+    "ipset": "ipset",
+    "conntrack": "conntrack",
+    "/usr/sbin/sshd": "openssh-server",
+    "ssh-keygen": "openssh-client",
+    "docker-registry": "docker-registry",
+    "go": "golang (Go >= 1.25)",
+}
+
+
+class LabError(RuntimeError):
+    """An error the operator can act on; printed without a traceback."""
+
+
+def missing_prerequisites(commands: Sequence[str] | None = None) -> list[str]:
+    """Return "command (Debian package: pkg)" for every missing prerequisite."""
+    missing = []
+    for cmd in commands or PREREQUISITES:
+        if shutil.which(cmd) is None:
+            missing.append(f"{cmd} (Debian package: {PREREQUISITES.get(cmd, '?')})")
+    return missing
+
+
+def run(args: Sequence[str], check: bool = True, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run a command, capturing output; on failure raise LabError with its stderr."""
+    proc = subprocess.run(list(args), capture_output=True, text=True, input=input, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise LabError(f"command failed (exit {proc.returncode}): {' '.join(args)}\n{proc.stderr.strip()}")
+    return proc
+
+
+def quiet(args: Sequence[str]) -> bool:
+    """Run a best-effort cleanup command; True when it succeeded."""
+    try:
+        return subprocess.run(list(args), capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
