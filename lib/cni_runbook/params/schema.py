@@ -1,0 +1,365 @@
+"""The typed params schema (pydantic v2) for every stage of the runbook.
+
+Every model forbids unknown keys. Two markers annotate string fields:
+``PATH`` (a filesystem path; relative paths are resolved against the params file that set
+them) and ``SECRET`` (the field names a secret; see :mod:`.secrets`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import types
+import typing
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from .. import stages
+from . import secrets
+
+
+class Marker:
+    """Metadata attached to a field type with ``Annotated``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+PATH = Marker("path")
+SECRET = Marker("secret")
+MAY_HOLD_SECRETS = Marker("may-hold-secrets")  # free-form mapping: never echoed in errors
+
+FilePath = Annotated[str, PATH]
+# A file whose *content* is secret (an SSH private key, a kubeconfig): given as a path.
+SecretFile = Annotated[str, PATH, SECRET, AfterValidator(secrets.check_reference)]
+# A secret value: env:VAR, file:PATH or a path.
+SecretRef = Annotated[str, PATH, SECRET, AfterValidator(secrets.check_reference)]
+
+def unwrap(annotation: Any) -> tuple[Any, list[Any]]:
+    """Strip Optional and Annotated from a type: (bare type, metadata found on the way)."""
+    meta: list[Any] = []
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            meta.extend(annotation.__metadata__)
+            annotation = annotation.__origin__
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return annotation, meta
+            annotation = args[0]
+        else:
+            return annotation, meta
+
+
+_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?[KMGT]?$"
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_regex)]
+
+
+def _no_inline_secrets(mapping: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Reject free-form mappings that carry a secret-looking key with an inline value."""
+    for key, value in mapping.items():
+        path = f"{where}{key}"
+        if isinstance(value, dict):
+            _no_inline_secrets(value, f"{path}.")
+        elif isinstance(value, str) and secrets.SECRET_KEY.search(str(key)) and not secrets.is_reference(value):
+            raise ValueError(f"'{path}' looks like a secret; expected {secrets.SECRET_REF_EXPECTATION}")
+    return mapping
+
+
+FreeMap = Annotated[dict[str, Any], MAY_HOLD_SECRETS, AfterValidator(_no_inline_secrets)]
+
+
+class Strict(BaseModel):
+    """Base model: unknown keys are errors; defaults are validated too."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# --- cluster ---------------------------------------------------------------------------------
+
+Role = Literal["kube_control_plane", "etcd", "kube_node"]
+
+
+class Node(Strict):
+    """A host of the cluster, as Kubespray's inventory knows it."""
+
+    name: str = Field(pattern=_NAME, description="inventory hostname")
+    roles: list[Role] = Field(min_length=1, description="Kubespray inventory groups")
+    ansible_host: str = Field(min_length=1, description="address Ansible connects to over SSH")
+    ip: ipaddress.IPv4Address | None = Field(None, description="address the node's services bind to")
+    access_ip: ipaddress.IPv4Address | None = Field(None, description="address other nodes use")
+
+
+class Ssh(Strict):
+    user: str = "root"
+    port: int = Field(22, ge=1, le=65535)
+    key_file: SecretFile | None = Field(None, description="private key used by Ansible")
+    become_password: SecretRef | None = None
+
+
+class Cluster(Strict):
+    name: str = "cluster.local"
+    ssh: Ssh = Ssh()
+    nodes: list[Node] = []
+
+    @model_validator(mode="after")
+    def _inventory(self) -> Cluster:
+        names = [n.name for n in self.nodes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"node names must be unique; repeated: {', '.join(dupes)}")
+        if self.nodes:
+            if not any("kube_control_plane" in n.roles for n in self.nodes):
+                raise ValueError("at least one node needs the role kube_control_plane")
+            etcd = sum("etcd" in n.roles for n in self.nodes)
+            if etcd % 2 == 0:
+                raise ValueError(f"the number of etcd nodes must be odd, got {etcd}")
+        return self
+
+
+# --- provisioner ----------------------------------------------------------------------------
+
+class Provisioner(Strict):
+    kind: Literal["lab", "kubespray", "existing"] = "lab"
+    kubeconfig: SecretFile | None = Field(None, description="kubeconfig of an existing cluster")
+    context: str | None = None
+
+
+# --- kubespray ------------------------------------------------------------------------------
+
+_TYPED_KUBESPRAY_VARS = {
+    "kube_network_plugin", "kube_service_addresses", "kube_pods_subnet",
+    "kube_network_node_prefix", "kube_proxy_mode", "kube_proxy_remove", "kube_version",
+}
+
+
+class Kubespray(Strict):
+    dir: FilePath = "/opt/kubespray"
+    version: str = Field("v2.31.0", pattern=r"^v\d+\.\d+\.\d+$")
+    kube_version: str | None = Field(None, pattern=r"^v?\d+\.\d+\.\d+$")
+    network_plugin: Literal["none", "cni", "custom_cni"] = "none"
+    kube_service_addresses: ipaddress.IPv4Network = ipaddress.IPv4Network("10.233.0.0/18")
+    kube_pods_subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("10.233.64.0/18")
+    kube_network_node_prefix: int = Field(24, ge=16, le=28)
+    kube_proxy_mode: Literal["iptables", "ipvs", "nftables"] = "ipvs"
+    kube_proxy_remove: bool = False
+    extra_vars: FreeMap = {}
+
+    @field_validator("extra_vars")
+    @classmethod
+    def _no_shadowing(cls, value: dict[str, Any]) -> dict[str, Any]:
+        shadowed = sorted(_TYPED_KUBESPRAY_VARS & set(value))
+        if shadowed:
+            raise ValueError(f"set these through their kubespray.* keys, not extra_vars: {', '.join(shadowed)}")
+        return value
+
+    @model_validator(mode="after")
+    def _networks(self) -> Kubespray:
+        if self.kube_service_addresses.overlaps(self.kube_pods_subnet):
+            raise ValueError(f"kube_service_addresses {self.kube_service_addresses} overlaps "
+                             f"kube_pods_subnet {self.kube_pods_subnet}")
+        if self.kube_network_node_prefix <= self.kube_pods_subnet.prefixlen:
+            raise ValueError(f"kube_network_node_prefix {self.kube_network_node_prefix} must be longer than "
+                             f"the kube_pods_subnet prefix /{self.kube_pods_subnet.prefixlen}")
+        return self
+
+
+# --- cni ------------------------------------------------------------------------------------
+
+class HelmChart(Strict):
+    repository_url: str = Field(pattern=r"^(https?|oci)://")
+    chart: str
+    version: str | None = None
+    release_name: str = Field("cni", pattern=_NAME)
+    values: FreeMap = {}
+    values_files: list[FilePath] = []
+
+
+class CniSource(Strict):
+    kind: Literal["manifest-url", "file", "helm"] = "manifest-url"
+    url: str | None = Field(None, pattern=r"^https?://", description="may contain {version}")
+    path: FilePath | None = None
+    helm: HelmChart | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CniSource:
+        needed = {"manifest-url": "url", "file": "path", "helm": "helm"}[self.kind]
+        if getattr(self, needed) is None:
+            raise ValueError(f"source kind {self.kind!r} needs source.{needed}")
+        extra = [k for k in ("url", "path", "helm") if k != needed and getattr(self, k) is not None]
+        if extra:
+            raise ValueError(f"source kind {self.kind!r} does not use: {', '.join('source.' + k for k in extra)}")
+        return self
+
+
+class RegistryCredentials(Strict):
+    username: str
+    password: SecretRef
+
+
+class Cni(Strict):
+    profile: Literal["antrea", "lab", "generic"] = "antrea"
+    version: str | None = "v2.7.0"
+    source: CniSource | None = None
+    namespace: str = Field("kube-system", pattern=_NAME)
+    config: FreeMap = Field({}, description="overrides merged into the CNI's own configuration")
+    image_registry: str | None = Field(None, description="registry that replaces the images' registry")
+    registry_credentials: RegistryCredentials | None = None
+    route: Literal["direct", "kubespray_custom_cni"] = "direct"
+    server_dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _source_needed(self) -> Cni:
+        if self.profile == "generic" and self.source is None:
+            raise ValueError("profile 'generic' needs cni.source")
+        return self
+
+
+# --- validation -----------------------------------------------------------------------------
+
+class Thresholds(Strict):
+    min_throughput_mbps: float = Field(100.0, ge=0)
+    max_rtt_ms: float = Field(10.0, gt=0)
+    max_loss_pct: float = Field(1.0, ge=0, le=100)
+    max_dns_ms: float = Field(500.0, gt=0)
+
+
+class ValidationImages(Strict):
+    probe: str = "registry.k8s.io/e2e-test-images/agnhost:2.53"
+    perf: str = "docker.io/networkstatic/iperf3:latest"
+
+
+class ValidationTimeouts(Strict):
+    pod_ready_s: int = Field(180, ge=1)
+    probe_s: int = Field(10, ge=1)
+    total_s: int = Field(900, ge=1)
+
+
+class Validation(Strict):
+    tests: Regex = Field(".*", description="run the tests whose id matches")
+    skip: Regex | None = Field(None, description="skip the tests whose id matches")
+    namespace: str = Field("cni-runbook-validation", pattern=_NAME)
+    perf: bool = True
+    thresholds: Thresholds = Thresholds()
+    images: ValidationImages = ValidationImages()
+    timeouts: ValidationTimeouts = ValidationTimeouts()
+
+
+# --- policy and qos -------------------------------------------------------------------------
+
+class Policy(Strict):
+    namespace: str = Field("cni-runbook-policy", pattern=_NAME)
+    files: list[FilePath] = Field([], description="NetworkPolicy manifests to apply and verify")
+    scenarios: list[Annotated[str, Field(pattern=_NAME)]] = Field(
+        ["default-deny", "allow-same-namespace"], description="built-in scenarios to exercise")
+
+
+class Bandwidth(Strict):
+    ingress: str | None = Field("10M", pattern=_QUANTITY, description="kubernetes.io/ingress-bandwidth")
+    egress: str | None = Field("10M", pattern=_QUANTITY, description="kubernetes.io/egress-bandwidth")
+
+
+class Qos(Strict):
+    enabled: bool = True
+    bandwidth: Bandwidth = Bandwidth()
+    tolerance_pct: float = Field(20.0, gt=0, le=100)
+
+
+# --- run ------------------------------------------------------------------------------------
+
+def _stage_ref(value: Any) -> str:
+    """Accept a stage id, number or name (YAML may hand numbers over as ints); return its id."""
+    ref = str(value)
+    if ref == "all":
+        return ref
+    if not stages.is_stage_ref(ref):
+        raise ValueError(f"unknown stage {value!r}; expected 'all' or one of {', '.join(stages.STAGE_IDS)}")
+    return stages.get(ref).id
+
+
+StageRef = Annotated[str, BeforeValidator(_stage_ref)]
+
+
+class Timeouts(Strict):
+    cell_s: int = Field(1800, ge=1, description="papermill execution_timeout for each cell")
+    stages: dict[StageRef, Annotated[int, Field(ge=1)]] = Field(
+        {}, description="per-stage cell timeout overriding cell_s")
+
+    def for_stage(self, stage_id: str) -> int:
+        return self.stages.get(stage_id, self.cell_s)
+
+
+class Run(Strict):
+    plan: bool = False
+    stages: list[StageRef] = Field(["all"], min_length=1)
+    timeouts: Timeouts = Timeouts()
+    kernel: str | None = Field(None, description="Jupyter kernel; default cni-runbook, else python3")
+
+
+# --- the whole ------------------------------------------------------------------------------
+
+class Params(Strict):
+    """Everything a run needs, validated before anything is touched."""
+
+    site: str = Field("lab", pattern=_NAME)
+    provisioner: Provisioner = Provisioner()
+    cluster: Cluster = Cluster()
+    kubespray: Kubespray = Kubespray()
+    cni: Cni = Cni()
+    validation: Validation = Validation()
+    policy: Policy = Policy()
+    qos: Qos = Qos()
+    run: Run = Run()
+
+    @model_validator(mode="after")
+    def _across_sections(self) -> Params:
+        if self.provisioner.kind == "kubespray" and not self.cluster.nodes:
+            raise ValueError("provisioner 'kubespray' needs cluster.nodes")
+        if self.provisioner.kind == "existing" and not self.provisioner.kubeconfig:
+            raise ValueError("provisioner 'existing' needs provisioner.kubeconfig")
+        custom = self.kubespray.network_plugin == "custom_cni"
+        if custom != (self.cni.route == "kubespray_custom_cni"):
+            raise ValueError("cni.route 'kubespray_custom_cni' goes with kubespray.network_plugin 'custom_cni' "
+                             f"(got route {self.cni.route!r}, network_plugin {self.kubespray.network_plugin!r})")
+        ks = self.kubespray
+        for node in self.cluster.nodes:
+            for addr in (node.ip, node.access_ip):
+                if addr is not None and (addr in ks.kube_pods_subnet or addr in ks.kube_service_addresses):
+                    raise ValueError(f"node {node.name} address {addr} lies inside the pod or service network")
+        return self
+
+    def section(self, name: str) -> dict[str, Any]:
+        """One top-level section as plain JSON-compatible data."""
+        return self.model_dump(mode="json")[name]
+
+    def secret_refs(self) -> list[str]:
+        """Every secret reference set in these params (the values of fields marked SECRET)."""
+        found: list[str] = []
+
+        def walk(model: BaseModel) -> None:
+            for name, info in type(model).model_fields.items():
+                value = getattr(model, name)
+                if SECRET in list(info.metadata) + unwrap(info.annotation)[1] and isinstance(value, str):
+                    found.append(value)
+                for item in value if isinstance(value, list) else [value]:
+                    if isinstance(item, BaseModel):
+                        walk(item)
+
+        walk(self)
+        return found

@@ -1,0 +1,314 @@
+"""Execute stage notebooks with papermill into a run folder and keep its record.
+
+One fresh kernel per stage, a per-cell execution timeout with ``interrupt_on_timeout=True`` (a
+timed-out cell otherwise leaves a notebook that looks successful), output logged to the console
+and to ``run.log``. The run stops at the first failing stage and names the failing cell.
+papermill writes each executed notebook into a private staging folder; it is scrubbed of
+secrets before it is moved into the run folder, so no secret ever lands there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from . import audit, report, stages
+from .audit import RunbookError
+from .params import LoadedParams, load_params
+from .redact import Redactor
+from .state import RESULT_FILE, artifact_dirs, kubeconfigs
+
+KERNEL_NAME = "cni-runbook"
+log = logging.getLogger("cni_runbook")
+
+
+@dataclass
+class StageOutcome:
+    """One execution (attempt) of one stage, as run.json records it."""
+
+    stage: str
+    attempt: int
+    notebook: str
+    artifacts: str | None
+    status: str
+    started: str
+    duration_s: float
+    summary: str
+    error: dict[str, Any] | None = None
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    status: str
+    outcomes: list[StageOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> StageOutcome | None:
+        return next((o for o in self.outcomes if o.status == "failed"), None)
+
+
+def resolve_kernel(preferred: str | None = None) -> str:
+    """The Jupyter kernel to run stages in: ``preferred``, else cni-runbook if registered, else python3."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    specs = KernelSpecManager().find_kernel_specs()
+    if preferred:
+        if preferred not in specs:
+            raise RunbookError(f"Jupyter kernel {preferred!r} is not installed (have: {', '.join(sorted(specs))})")
+        return preferred
+    return KERNEL_NAME if KERNEL_NAME in specs else "python3"
+
+
+class _Scrub(logging.Filter):
+    """Scrub secrets from log records before any handler sees them."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.redactor.text(record.getMessage())
+        record.args = ()
+        return True
+
+
+class _Quiet(logging.Filter):
+    """Keep papermill's per-cell start/end markers out of the console (run.log keeps them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(("Executing Cell", "Ending Cell"))
+
+
+class _Logging:
+    """Console + run.log handlers on the papermill and cni_runbook loggers, for one run."""
+
+    def __init__(self, run_dir: Path, redactor: Redactor) -> None:
+        self.scrub = _Scrub(redactor)
+        fmt = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+        self.handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "run.log"),
+                                                logging.StreamHandler(sys.stderr)]
+        for handler in self.handlers:
+            handler.setFormatter(fmt)
+            handler.addFilter(self.scrub)
+        self.handlers[1].addFilter(_Quiet())
+        self.loggers = [logging.getLogger("papermill"), log]
+
+    def __enter__(self) -> _Logging:
+        for logger in self.loggers:
+            logger.setLevel(logging.INFO)
+            for handler in self.handlers:
+                logger.addHandler(handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for logger in self.loggers:
+            for handler in self.handlers:
+                logger.removeHandler(handler)
+        for handler in self.handlers:
+            handler.close()
+
+
+def _cell_head(notebook: Path, index: int | None) -> str | None:
+    """First line of a cell of an executed notebook (to point at the failing cell)."""
+    if index is None or not notebook.exists():
+        return None
+    cells = nbformat.read(notebook, as_version=4).cells
+    if 0 <= index < len(cells):
+        return cells[index].source.strip().splitlines()[0] if cells[index].source.strip() else ""
+    return None
+
+
+def execute_stage(stage: stages.Stage, run_dir: Path, loaded: LoadedParams, plan: bool, kernel: str,
+                  attempt: int, notebooks_dir: Path, redactor: Redactor) -> StageOutcome:
+    """Execute one stage notebook into the run folder and return its outcome."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    out_name = stage.output_name if attempt == 1 else stage.output_name.replace(".ipynb", f".attempt{attempt}.ipynb")
+    target = run_dir / out_name
+    if target.exists():
+        raise RunbookError(f"{target} exists: run folders are append-only")
+    parameters = {
+        "params_files": [f["path"] for f in loaded.files[1:]],  # the first layer is defaults.yaml
+        "set_values": loaded.set_values,
+        "run_dir": str(run_dir),
+        "stage": stage.id,
+        "plan": plan,
+    }
+    timeout = loaded.params.run.timeouts.for_stage(stage.id)
+    started, t0 = audit.now(), time.monotonic()
+    error: dict[str, Any] | None = None
+    staging = Path(tempfile.mkdtemp(prefix="cni-runbook-"))
+    staged = staging / out_name
+    try:
+        papermill.execute_notebook(
+            str(notebooks_dir / stage.notebook), str(staged), parameters=parameters, kernel_name=kernel,
+            cwd=str(notebooks_dir), log_output=True, progress_bar=sys.stderr.isatty(),
+            execution_timeout=timeout, interrupt_on_timeout=True)
+    except PapermillExecutionError as exc:
+        error = {"cell_index": exc.cell_index, "ename": exc.ename, "evalue": exc.evalue}
+        if exc.ename == "KeyboardInterrupt":
+            error["evalue"] = f"interrupted: a cell ran longer than the {timeout} s execution timeout"
+    except KeyboardInterrupt:
+        error = {"cell_index": None, "ename": "KeyboardInterrupt", "evalue": "interrupted by the operator"}
+    except Exception as exc:  # kernel failed to start or died, notebook unreadable, ...
+        error = {"cell_index": None, "ename": type(exc).__name__, "evalue": str(exc)}
+    finally:
+        if staged.exists():
+            redactor.file(staged)
+            shutil.move(str(staged), target)
+        shutil.rmtree(staging, ignore_errors=True)
+    duration = round(time.monotonic() - t0, 3)
+
+    dirs = artifact_dirs(run_dir, stage.id)
+    artifacts = dirs[attempt - 1] if len(dirs) >= attempt else None
+    result = None
+    if artifacts is not None and (artifacts / RESULT_FILE).exists():
+        result = json.loads((artifacts / RESULT_FILE).read_text())
+    if error:
+        error["cell"] = _cell_head(target, error["cell_index"])
+        status = "failed"
+        summary = result["summary"] if result else f"{error['ename']}: {error['evalue']}"
+    elif result is None:
+        status, summary = "failed", "the stage recorded no result (StageContext.result was not called)"
+    else:
+        status, summary = result["status"], result["summary"]
+    return StageOutcome(stage=stage.id, attempt=attempt, notebook=out_name,
+                        artifacts=artifacts.relative_to(run_dir).as_posix() if artifacts else None,
+                        status=status, started=started, duration_s=duration, summary=summary, error=error)
+
+
+def failure_message(run_dir: Path, outcome: StageOutcome) -> str:
+    """Where a stage failed, for people: stage, cell, error, executed notebook."""
+    err = outcome.error or {}
+    where = ""
+    if err.get("cell_index") is not None:
+        where = f" in cell {err['cell_index']}" + (f" ({err['cell']!r})" if err.get("cell") else "")
+    return (f"stage {outcome.stage} failed{where}: {outcome.summary}\n"
+            f"  executed notebook: {run_dir / outcome.notebook}")
+
+
+class Run:
+    """One run folder and its record, executing stages into it."""
+
+    def __init__(self, run_dir: Path, record: dict[str, Any], loaded: LoadedParams,
+                 notebooks_dir: Path = stages.NOTEBOOKS_DIR) -> None:
+        self.run_dir = run_dir
+        self.record = record
+        self.loaded = loaded
+        self.notebooks_dir = notebooks_dir
+
+    def redactor(self) -> Redactor:
+        return Redactor.for_params(self.loaded.params, kubeconfigs(self.run_dir, self.loaded.params))
+
+    def save(self) -> None:
+        """Scrub the folder and the record, then hash the folder into run.json."""
+        redactor = self.redactor()
+        redactor.tree(self.run_dir)
+        self.record = redactor.data(self.record)
+        audit.write_record(self.run_dir, self.record)
+
+    def pending(self) -> list[stages.Stage]:
+        done = {s["stage"] for s in self.record["stages"] if s["status"] in ("passed", "planned", "skipped")}
+        return [stages.get(s) for s in self.record["selected"] if s not in done]
+
+    def execute(self) -> RunResult:
+        """Execute the pending stages in order, stopping at the first failure."""
+        todo = self.pending()
+        kernel = self.record["kernel"]
+        plan = self.record["plan"]
+        outcomes: list[StageOutcome] = []
+        self.record["status"] = "running"
+        self.save()
+        with _Logging(self.run_dir, self.redactor()):
+            log.info("run %s: %d stage(s) %s, kernel %s", self.record["run_id"], len(todo),
+                     "in PLAN mode" if plan else "applying", kernel)
+            for n, stage in enumerate(todo, 1):
+                attempt = 1 + sum(s["stage"] == stage.id for s in self.record["stages"])
+                log.info("[%d/%d] %s: %s", n, len(todo), stage.id, stage.title)
+                outcome = execute_stage(stage, self.run_dir, self.loaded, plan, kernel, attempt,
+                                        self.notebooks_dir, self.redactor())
+                outcomes.append(outcome)
+                self.record["stages"].append(asdict(outcome))
+                self.save()
+                log.info("[%d/%d] %s: %s in %.1f s - %s", n, len(todo), stage.id, outcome.status.upper(),
+                         outcome.duration_s, outcome.summary)
+                if outcome.status == "failed":
+                    log.error(failure_message(self.run_dir, outcome))
+                    break
+        failed = any(o.status == "failed" for o in outcomes)
+        self.record["status"] = "failed" if failed else ("planned" if plan else "passed")
+        self.record["finished"] = audit.now()
+        self._summaries()
+        self.save()
+        return RunResult(self.record["run_id"], self.run_dir, self.record["status"], outcomes)
+
+    def _summaries(self) -> None:
+        """junit.xml (one case per stage execution) and report.html."""
+        cases = [{"name": f"{s['stage']}#{s['attempt']}", "status": s["status"], "message": s["summary"],
+                  "time_s": s["duration_s"]} for s in self.record["stages"]]
+        (self.run_dir / "junit.xml").write_text(audit.junit_xml(f"cni-runbook {self.record['run_id']}", cases))
+        self.save()  # the report reads the record
+        report.build(self.run_dir)
+
+
+def start(files: list[str], set_values: list[str] = (), stage_refs: list[str] | None = None,
+          plan: bool | None = None, outputs: Path | None = None,
+          notebooks_dir: Path = stages.NOTEBOOKS_DIR) -> RunResult:
+    """Validate params, create a new run folder and execute the selected stages."""
+    loaded = load_params(files, set_values)
+    params = loaded.params
+    try:
+        selected = stages.select(stage_refs or params.run.stages)
+    except KeyError as exc:
+        raise RunbookError(f"unknown stage {exc.args[0]!r}; expected 'all' or one of "
+                           f"{', '.join(stages.STAGE_IDS)}") from None
+    kernel = resolve_kernel(params.run.kernel)
+    run_dir = audit.create_run_dir(params.site, outputs)
+    record = {
+        "schema": 1,
+        "run_id": run_dir.name,
+        "site": params.site,
+        "operator": audit.operator(),
+        "started": audit.now(),
+        "finished": None,
+        "status": "created",
+        "plan": params.run.plan if plan is None else plan,
+        "selected": [s.id for s in selected],
+        "kernel": kernel,
+        "project": audit.project_info(),
+        "params_files": loaded.files,
+        "set_values": loaded.set_values,
+        "params": params.model_dump(mode="json"),
+        "stages": [],
+    }
+    return Run(run_dir, record, loaded, notebooks_dir).execute()
+
+
+def resume(run_id: str, outputs: Path | None = None, notebooks_dir: Path = stages.NOTEBOOKS_DIR) -> RunResult:
+    """Continue a run from its first stage that did not succeed, in the same run folder."""
+    run_dir = audit.find_run(run_id, outputs)
+    problems = audit.verify(run_dir)
+    if problems:
+        raise RunbookError(f"run {run_id} does not verify, refusing to add to it:\n  " + "\n  ".join(problems))
+    record = audit.load_record(run_dir)
+    for entry in record["params_files"]:
+        path = Path(entry["path"])
+        if not path.exists() or audit.sha256_file(path) != entry["sha256"]:
+            raise RunbookError(f"params file {path} changed since run {run_id} started; start a new run")
+    files = [f["path"] for f in record["params_files"][1:]]
+    run = Run(run_dir, record, load_params(files, record["set_values"]), notebooks_dir)
+    if not run.pending():
+        raise RunbookError(f"run {run_id} has nothing left to run (status {record['status']})")
+    return run.execute()
