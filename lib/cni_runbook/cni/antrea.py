@@ -29,12 +29,12 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
 from .errors import CniError, ManifestError, SettingsError
-from .images import check_mirror_prefix, mirror_image, parse_image, rewrite_images
+from .images import check_mirror_prefix, mirror_image, parse_image, rewrite_document_images
 from .manifests import Document, Manifest, RenderedManifest, split_documents
 from .yamltext import load_yaml, block_scalar, block_text, replace_block_scalar, set_config_keys
 
@@ -193,7 +193,11 @@ class AntreaConfig:
 
 def find_antrea_config(manifest: Manifest) -> AntreaConfig:
     """Locate the antrea-config ConfigMap of an Antrea manifest; raises ManifestError if absent."""
-    for doc in split_documents(manifest):
+    return _antrea_config(split_documents(manifest), manifest.source)
+
+
+def _antrea_config(documents: list[Document], source: str) -> AntreaConfig:
+    for doc in documents:
         body = doc.body
         if isinstance(body, dict) and body.get("kind") == "ConfigMap" and (body.get("metadata") or {}).get("name") == CONFIGMAP_NAME:
             data = body.get("data") or {}
@@ -201,7 +205,7 @@ def find_antrea_config(manifest: Manifest) -> AntreaConfig:
             if missing:
                 raise ManifestError(f"{doc.where}: ConfigMap {CONFIGMAP_NAME} has no data.{' nor data.'.join(missing)}")
             return AntreaConfig(doc, data[AGENT_CONF], data[CONTROLLER_CONF])
-    raise ManifestError(f"{manifest.source}: no ConfigMap {CONFIGMAP_NAME} (is this an Antrea manifest?)")
+    raise ManifestError(f"{source}: no ConfigMap {CONFIGMAP_NAME} (is this an Antrea manifest?)")
 
 
 def plan_settings(
@@ -360,7 +364,8 @@ def render_antrea(
     version = normalize_version(version)
     if image_registry:
         image_registry = check_mirror_prefix(image_registry, where=f"{where}: image_registry")
-    config = find_antrea_config(manifest)
+    documents = split_documents(manifest)
+    config = _antrea_config(documents, manifest.source)
     plan = plan_settings(settings or {}, config, kube_proxy_remove=kube_proxy_remove, where=where)
     changes: list[str] = []
 
@@ -379,11 +384,10 @@ def render_antrea(
             expected["data"][conf] = new_body["data"][conf]
         if new_body != expected:
             raise CniError(f"{doc.where}: editing {', '.join(plan)} changed other parts of the ConfigMap")
-    rendered = Manifest("".join(text if d.index == doc.index else d.text for d in split_documents(manifest)), manifest.source)
+        documents = [replace(d, text=text, body=new_body) if d.index == doc.index else d for d in documents]
 
-    # 2. checksum/config annotations (only where upstream has one, only if the config changed)
-    if text != doc.text:
-        rendered, updated = _update_checksums(rendered, helm_config_checksum(text))
+        # 2. checksum/config annotations (only where upstream has one, only if the config changed)
+        documents, updated = _update_checksums(documents, helm_config_checksum(text))
         changes += [f"{name}: checksum/config updated" for name in updated]
 
     # 3. image tags and mirror
@@ -397,24 +401,26 @@ def render_antrea(
         new = str(ref)
         return mirror_image(new, image_registry) if image_registry else new
 
-    rendered, mapping = rewrite_images(rendered, rewrite)
+    documents, mapping = rewrite_document_images(documents, rewrite)
     changes += [f"image {old} -> {new}" for old, new in mapping.items()]
+    rendered = Manifest("".join(d.text for d in documents), manifest.source)
     return RenderedManifest("antrea", manifest, rendered, tuple(changes))
 
 
-def _update_checksums(manifest: Manifest, new: str) -> tuple[Manifest, list[str]]:
-    pieces, updated = [], []
-    for doc in split_documents(manifest):
+def _update_checksums(documents: list[Document], new: str) -> tuple[list[Document], list[str]]:
+    out, updated = [], []
+    for doc in documents:
         body = doc.body if isinstance(doc.body, dict) else {}
         annotations = (((body.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("annotations") or {}
         if annotations.get("checksum/config") is None:
-            pieces.append(doc.text)
+            out.append(doc)
             continue
         text = re.sub(rf"(?m)^(\s*checksum/config:\s*[\"']?){re.escape(str(annotations['checksum/config']))}", rf"\g<1>{new}", doc.text)
         expected = copy.deepcopy(body)
         expected["spec"]["template"]["metadata"]["annotations"]["checksum/config"] = new
-        if load_yaml(text) != expected:
+        new_body = load_yaml(text)
+        if new_body != expected:
             raise CniError(f"{doc.where}: could not update its checksum/config annotation in place")
-        pieces.append(text)
+        out.append(replace(doc, text=text, body=new_body))
         updated.append(f"{body.get('kind')} {(body.get('metadata') or {}).get('name')}")
-    return Manifest("".join(pieces), manifest.source), updated
+    return out, updated

@@ -18,11 +18,11 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 from .errors import CniError, ManifestError
-from .manifests import Manifest, pod_images, split_documents
+from .manifests import Document, Manifest, pod_images, split_documents
 from .yamltext import load_yaml, replace_images
 
 _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
@@ -108,10 +108,16 @@ def rewrite_images(manifest: Manifest, rewrite: Callable[[str], str]) -> tuple[M
     original with the new images. Returns the new manifest and the mapping actually applied.
     Raises CniError if two images map to the same new name or an image line cannot be edited.
     """
+    documents, mapping = rewrite_document_images(split_documents(manifest), rewrite)
+    return Manifest("".join(d.text for d in documents), manifest.source), mapping
+
+
+def rewrite_document_images(documents: list[Document], rewrite: Callable[[str], str]) -> tuple[list[Document], dict[str, str]]:
+    """:func:`rewrite_images` on already split documents; returns new documents (bodies updated)."""
     mapping: dict[str, str] = {}
     reverse: dict[str, str] = {}
-    pieces = []
-    for doc in split_documents(manifest):
+    out = []
+    for doc in documents:
         images = pod_images(doc.body) if isinstance(doc.body, dict) else []
         local = {}
         for image in images:
@@ -121,18 +127,19 @@ def rewrite_images(manifest: Manifest, rewrite: Callable[[str], str]) -> tuple[M
             mapping[image] = new
             local[image] = new
         if not any(old != new for old, new in local.items()):
-            pieces.append(doc.text)
+            out.append(doc)
             continue
         text, _ = replace_images(doc.text, local)
         expected = copy.deepcopy(doc.body)
         _map_pod_images(expected, local)
-        if load_yaml(text) != expected:
+        body = load_yaml(text)
+        if body != expected:
             raise ManifestError(
                 f"{doc.where}: could not rewrite the images of {doc.body.get('kind')} "
                 f"{doc.body.get('metadata', {}).get('name')} line by line (expected one 'image: <ref>' line per container)"
             )
-        pieces.append(text)
-    return Manifest("".join(pieces), manifest.source), {k: v for k, v in mapping.items() if k != v}
+        out.append(replace(doc, text=text, body=body))
+    return out, {k: v for k, v in mapping.items() if k != v}
 
 
 def _map_pod_images(body: dict, mapping: dict[str, str]) -> None:
