@@ -59,6 +59,20 @@ class LoopbackSSH:
         }
 
 
+def global_ipv4() -> str | None:
+    """A non-loopback IPv4 address of this machine, or None.
+
+    Ansible's ansible_all_ipv4_addresses leaves out loopback, so Kubespray's "ip is a local
+    address" check needs one of these as the ``ip`` var. Nothing is ever sent to it.
+    """
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        if "inet" in parts:
+            return parts[parts.index("inet") + 1].split("/")[0]
+    return None
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((LOOPBACK, 0))

@@ -123,10 +123,11 @@ def test_timeout_and_cancel(tmp_path: Path, project: Path) -> None:
     assert canceled.status == "canceled"
     assert canceled.duration_s < 20
 
-    calls = iter(range(1000))
+    polls = iter(range(1000))
     by_callback = run_playbook("slow.yml", project_dir=project, run_dir=tmp_path, inventory=local_inventory(),
-                               cancel_callback=lambda: next(calls) > 5)
+                               cancel_callback=lambda: next(polls) >= 2, poll_interval_s=0.5)
     assert by_callback.status == "canceled"
+    assert by_callback.duration_s < 20
 
 
 def test_tqdm_listener_follows_tasks(tmp_path: Path, project: Path) -> None:

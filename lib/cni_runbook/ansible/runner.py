@@ -497,6 +497,8 @@ def start_playbook(
     verbosity: int = 0,
     forks: int | None = None,
     timeout: int | None = None,
+    idle_timeout: int | None = None,
+    poll_interval_s: float = 1.0,
     cancel_callback: Callable[[], bool] | None = None,
     progress: Progress | None = None,
     capture: Collection[str] = (),
@@ -510,8 +512,9 @@ def start_playbook(
     ``playbook`` is relative to ``project_dir`` (the working directory, so an ``ansible.cfg``
     there applies), or an absolute path (then its folder becomes ``project_dir``).
     ``inventory`` is a path, or a dict/str ansible-runner writes into the private data dir.
-    ``timeout`` is the whole-job limit in seconds (status ``timeout``); ``cancel_callback`` is
-    polled by ansible-runner, ``job.cancel()`` does the same from another thread.
+    ``timeout`` is the whole-job limit in seconds and ``idle_timeout`` the longest silence
+    (both end with status ``timeout``); ``cancel_callback`` is polled by ansible-runner every
+    ``poll_interval_s`` seconds, ``job.cancel()`` does the same from another thread.
     """
     playbook_path = Path(playbook)
     if project_dir is None:
@@ -568,6 +571,10 @@ def start_playbook(
         runner_kwargs["forks"] = forks
     if timeout:
         runner_kwargs["timeout"] = int(timeout)
+    settings: dict[str, Any] = {"pexpect_timeout": poll_interval_s}
+    if idle_timeout:
+        settings["idle_timeout"] = int(idle_timeout)
+    runner_kwargs["settings"] = settings
     return AnsibleJob(
         playbook=str(playbook_path),
         private_data_dir=private_data_dir,

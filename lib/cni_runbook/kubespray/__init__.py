@@ -1,0 +1,71 @@
+"""Kubespray v2.31 provisioning: inventory + group_vars rendering, validation, cluster.yml runs."""
+
+from cni_runbook.kubespray.inventory import (
+    Host,
+    InventoryError,
+    group_members,
+    hosts_from_inventory,
+    inventory_yaml,
+    render_inventory,
+    write_inventory,
+)
+from cni_runbook.kubespray.run import (
+    InventoryFiles,
+    KubesprayRun,
+    admin_conf_path,
+    fetch_admin_conf,
+    run_kubespray,
+    write_inventory_dir,
+)
+from cni_runbook.kubespray.validate import (
+    Finding,
+    ValidationFailed,
+    ansible_core_requirement,
+    detect_kubespray_version,
+    findings_frame,
+    raise_for_errors,
+    trap_warnings,
+    validate_all,
+    validate_controller,
+    validate_inventory,
+)
+from cni_runbook.kubespray.vars import (
+    MANAGED_KEYS,
+    ClusterVars,
+    ManagedKeyOverride,
+    group_vars_yaml,
+    render_group_vars,
+    write_group_vars,
+)
+
+__all__ = [
+    "MANAGED_KEYS",
+    "ClusterVars",
+    "Finding",
+    "Host",
+    "InventoryError",
+    "InventoryFiles",
+    "KubesprayRun",
+    "ManagedKeyOverride",
+    "ValidationFailed",
+    "admin_conf_path",
+    "ansible_core_requirement",
+    "detect_kubespray_version",
+    "fetch_admin_conf",
+    "findings_frame",
+    "group_members",
+    "group_vars_yaml",
+    "hosts_from_inventory",
+    "inventory_yaml",
+    "raise_for_errors",
+    "render_group_vars",
+    "render_inventory",
+    "run_kubespray",
+    "trap_warnings",
+    "validate_all",
+    "validate_controller",
+    "validate_inventory",
+    "write_group_vars",
+    "write_inventory",
+    "write_inventory_dir",
+]
