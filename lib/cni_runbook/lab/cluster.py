@@ -22,7 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import components, hosts
+import yaml
+
+from ..kube import Kube
+from ..kube.apply import Applier
+from . import components, hosts, images_step
 from .build import build
 from .config import LabConfig
 from .sysutil import LabError, missing_prerequisites
@@ -44,11 +48,11 @@ def _supervisor_pid(cfg: LabConfig) -> int | None:
     if not f.exists():
         return None
     pid = int(f.read_text())
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    return pid
+    try:  # reap it if it was our own child (started by an earlier `up` in this process)
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return pid if hosts.alive(pid) else None
 
 
 def component_status(cfg: LabConfig) -> list[ComponentStatus]:
@@ -138,18 +142,18 @@ def up(cfg: LabConfig | None = None, hosts_only: bool = False, progress: Progres
     started = time.monotonic()
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     try:
-        if wanted == "cluster":
-            build(progress)
+        build(progress)
         progress("[lab] creating hosts: bridge, network/mount/UTS namespaces, cgroups")
         hosts.create_bridge(cfg)
         for node in cfg.nodes:
             hosts.create_node(cfg, node)
-        comps = components.host_components(cfg)
+        comps = [images_step.registry_component(cfg), *components.host_components(cfg)]
         _write_components(cfg, comps)
         _start_or_reload_supervisor(cfg)
         for node in cfg.nodes:
             hosts.wait_for(lambda n=node: _port_open(str(n.ip), 22), 30, f"sshd on {node.name}")
         progress(f"[lab] hosts up: {', '.join(f'{n.name} ({n.ip})' for n in cfg.nodes)}")
+        images_step.publish(cfg, progress)
         if wanted == "hosts":
             return f"lab hosts up in {time.monotonic() - started:.0f}s"
         comps += components.cluster_components(cfg)
@@ -158,14 +162,32 @@ def up(cfg: LabConfig | None = None, hosts_only: bool = False, progress: Progres
         progress("[lab] starting control plane and node agents")
         hosts.wait_for(lambda: _api_get(cfg, "/readyz")[0] == 200, timeout, "kube-apiserver /readyz")
         progress(f"[lab] API server ready at {cfg.api_server}")
-        hosts.wait_for(lambda: len(registered_nodes(cfg)) == len(cfg.nodes), timeout, "all nodes to register")
+        hosts.wait_for(lambda: len([n for n in registered_nodes(cfg) if n["spec"].get("podCIDR")]) == len(cfg.nodes),
+                       timeout, "all nodes to register and get a podCIDR")
         elapsed = time.monotonic() - started
         progress(f"[lab] {len(cfg.nodes)} nodes registered after {elapsed:.0f}s")
+        _install_addons(cfg, progress)
         return f"lab up in {elapsed:.0f}s: {len(cfg.nodes)} nodes registered, no CNI installed"
     except BaseException:
         progress("[lab] up failed: cleaning up what was started")
         down(cfg, progress=lambda _m: None)
         raise
+
+
+MANIFESTS = Path(__file__).parent / "manifests"
+
+
+def _install_addons(cfg: LabConfig, progress: Progress) -> None:
+    """What Kubespray does after kubeadm with kube_network_plugin none: role labels and CoreDNS."""
+    kube = Kube.from_kubeconfig(cfg.admin_kubeconfig)
+    try:
+        kube.core.patch_node(cfg.control_plane.name,
+                             {"metadata": {"labels": {"node-role.kubernetes.io/control-plane": ""}}})
+        objects = [o for o in yaml.safe_load_all((MANIFESTS / "coredns.yaml").read_text()) if o]
+        Applier(kube, default_namespace="kube-system").apply(objects)
+        progress("[lab] CoreDNS deployed (Pending until a CNI is installed)")
+    finally:
+        kube.close()
 
 
 def down(cfg: LabConfig | None = None, progress: Progress = print) -> str:
@@ -193,3 +215,25 @@ def down(cfg: LabConfig | None = None, progress: Progress = print) -> str:
 def _wipe(path: Path) -> None:
     if path.exists():
         subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
+
+
+def node_summary(node: dict) -> tuple[str, str, str]:
+    """(name, Ready status, reason/message) of a Node object."""
+    ready = next((c for c in node["status"].get("conditions", []) if c["type"] == "Ready"), {})
+    return node["metadata"]["name"], ready.get("status", "Unknown"), ready.get("message", "")
+
+
+def status_text(cfg: LabConfig | None = None) -> str:
+    cfg = cfg or LabConfig()
+    current = phase(cfg)
+    lines = [f"lab: {current}   state: {cfg.state_dir}"]
+    if current == "down":
+        return "\n".join(lines)
+    lines.append(f"{'COMPONENT':<26} {'STATE':<11} {'PID':>7} {'RESTARTS':>8}  LOG")
+    for c in component_status(cfg):
+        lines.append(f"{c.name:<26} {c.state:<11} {c.pid or '-':>7} {c.restarts:>8}  {c.log}")
+    if current == "cluster":
+        lines.append(f"API server: {cfg.api_server}   kubeconfig: {cfg.admin_kubeconfig}")
+        for name, ready, message in map(node_summary, registered_nodes(cfg)):
+            lines.append(f"node {name:<10} Ready={ready:<6} {message[:90]}")
+    return "\n".join(lines)

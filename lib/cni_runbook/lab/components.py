@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 
 from . import pki
-from .config import PAUSE_IMAGE, REGISTRY_NAME, LabConfig, Node, build_dir
+from .config import REGISTRY_NAME, LabConfig, Node, build_dir
+from .images import image_ref
 from .hosts import nsenter_prefix
 from .sysutil import run
 
@@ -176,7 +177,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   address = "/run/containerd/containerd.sock"
 
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
+  # These machines withhold CAP_SYS_RESOURCE even from root, so no process may lower
+  # its oom_score_adj below 0; without this runc fails with "can't get final child's PID".
+  restrict_oom_score_adj = true
+  sandbox_image = "{image_ref('pause')}"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"

@@ -17,7 +17,6 @@ K8S_VERSION = "v1.35.4"
 #: The etcd server the k8s.io/kubernetes v1.35.4 module graph pins (go.etcd.io/etcd/server/v3).
 ETCD_VERSION = "v3.6.5"
 REGISTRY_NAME = "registry.cnilab.local:5000"
-PAUSE_IMAGE = f"{REGISTRY_NAME}/pause:3.10"
 
 
 def _xdg(var: str, default: str) -> Path:

@@ -192,14 +192,14 @@ def kill_node_processes(cfg: LabConfig, node: Node, grace: float = 3.0) -> int:
                 pass
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            pids = {p for p in pids if Path(f"/proc/{p}").exists() and _alive(p)}
+            pids = {p for p in pids if Path(f"/proc/{p}").exists() and alive(p)}
             if not pids:
                 return 0
             time.sleep(0.1)
     return len(pids)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
     except (OSError, IndexError):

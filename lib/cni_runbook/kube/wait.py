@@ -1,0 +1,167 @@
+"""Waits with watches and timeouts: CRDs Established, rollouts, nodes Ready, pods Running.
+
+Every wait lists once (the current state may already satisfy it), then watches
+from that resourceVersion until the predicate holds or the deadline passes; the
+watch is re-opened if the server closes it early. A timeout raises
+:class:`WaitTimeout` saying what was awaited and the last state seen.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+from kubernetes import watch
+from kubernetes.client.rest import ApiException
+
+from .client import Kube, KubeError
+
+Progress = Callable[[str], None]
+
+
+class WaitTimeout(KubeError):
+    pass
+
+
+def watch_until(
+    list_func: Callable,
+    predicate: Callable[[list[dict]], tuple[bool, str]],
+    timeout: float,
+    what: str,
+    progress: Progress | None = None,
+    **list_kwargs,
+) -> str:
+    """Wait until ``predicate(items)`` is true for the listed objects.
+
+    ``predicate`` returns (done, description); the description is passed to
+    ``progress`` whenever it changes and is returned when done.
+    """
+    deadline = time.monotonic() + timeout
+    state = ""
+    while True:
+        result = list_func(**list_kwargs, _preload_content=False)
+        data = json.loads(result.data)
+        items = {(i["metadata"].get("namespace"), i["metadata"]["name"]): i for i in data.get("items", [])}
+        rv = data["metadata"].get("resourceVersion")
+        done, state = _check(predicate, items, state, progress)
+        if done:
+            return state
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; last state: {state}")
+        w = watch.Watch()
+        try:
+            for event in w.stream(list_func, **list_kwargs, resource_version=rv,
+                                  timeout_seconds=max(1, int(remaining))):
+                obj = event["raw_object"]
+                key = (obj["metadata"].get("namespace"), obj["metadata"]["name"])
+                if event["type"] == "DELETED":
+                    items.pop(key, None)
+                else:
+                    items[key] = obj
+                done, state = _check(predicate, items, state, progress)
+                if done:
+                    w.stop()
+                    return state
+                if time.monotonic() > deadline:
+                    break
+        except ApiException as exc:
+            if exc.status != 410:  # 410 Gone: resourceVersion too old, list again
+                raise
+        finally:
+            w.stop()
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; last state: {state}")
+
+
+def _check(predicate, items: dict, previous: str, progress: Progress | None) -> tuple[bool, str]:
+    done, state = predicate(list(items.values()))
+    if progress and state != previous:
+        progress(state)
+    return done, state
+
+
+def _field(name: str) -> str:
+    return f"metadata.name={name}"
+
+
+def crd_established(kube: Kube, name: str, timeout: float = 60) -> str:
+    from kubernetes import client
+
+    api = client.ApiextensionsV1Api(kube.api)
+
+    def pred(items):
+        conds = {c["type"]: c["status"] for i in items for c in i.get("status", {}).get("conditions", [])}
+        return conds.get("Established") == "True", f"CRD {name}: Established={conds.get('Established', 'Unknown')}"
+
+    return watch_until(api.list_custom_resource_definition, pred, timeout, f"CRD {name} to be Established",
+                       field_selector=_field(name))
+
+
+def rollout(kube: Kube, kind: str, namespace: str, name: str, timeout: float = 300,
+            progress: Progress | None = None) -> str:
+    """Wait for a DaemonSet or Deployment to be fully rolled out and ready."""
+    if kind == "DaemonSet":
+        func = kube.apps.list_namespaced_daemon_set
+
+        def pred(items):
+            if not items:
+                return False, f"DaemonSet {namespace}/{name}: not found"
+            s, meta = items[0].get("status", {}), items[0]["metadata"]
+            want = s.get("desiredNumberScheduled", 0)
+            ready, updated = s.get("numberReady", 0), s.get("updatedNumberScheduled", 0)
+            fresh = s.get("observedGeneration", 0) >= meta.get("generation", 1)
+            return (fresh and want > 0 and ready == want and updated == want,
+                    f"DaemonSet {namespace}/{name}: {ready}/{want} ready, {updated} updated")
+    elif kind == "Deployment":
+        func = kube.apps.list_namespaced_deployment
+
+        def pred(items):
+            if not items:
+                return False, f"Deployment {namespace}/{name}: not found"
+            spec, s, meta = items[0]["spec"], items[0].get("status", {}), items[0]["metadata"]
+            want = spec.get("replicas", 1)
+            ready, updated = s.get("readyReplicas", 0), s.get("updatedReplicas", 0)
+            fresh = s.get("observedGeneration", 0) >= meta.get("generation", 1)
+            return (fresh and ready == want and updated == want and s.get("replicas", 0) == want,
+                    f"Deployment {namespace}/{name}: {ready}/{want} ready, {updated} updated")
+    else:
+        raise KubeError(f"no rollout wait for kind {kind}")
+    return watch_until(func, pred, timeout, f"{kind} {namespace}/{name} to roll out", progress,
+                       namespace=namespace, field_selector=_field(name))
+
+
+def node_ready(node: dict) -> tuple[bool, str]:
+    cond = next((c for c in node.get("status", {}).get("conditions", []) if c["type"] == "Ready"), {})
+    return cond.get("status") == "True", cond.get("message", "")
+
+
+def nodes_ready(kube: Kube, expected: int | None = None, timeout: float = 180,
+                progress: Progress | None = None) -> str:
+    def pred(items):
+        ready = [i["metadata"]["name"] for i in items if node_ready(i)[0]]
+        want = expected if expected is not None else len(items)
+        return (want > 0 and len(ready) >= want and len(items) >= want,
+                f"nodes Ready: {len(ready)}/{want}")
+
+    return watch_until(kube.core.list_node, pred, timeout, "all nodes to be Ready", progress)
+
+
+def pods_running(kube: Kube, namespace: str, label_selector: str, minimum: int = 1,
+                 timeout: float = 180, progress: Progress | None = None) -> str:
+    """Wait until at least ``minimum`` pods match and every matching pod is Running and Ready."""
+
+    def ready(pod):
+        conds = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
+        return pod.get("status", {}).get("phase") == "Running" and conds.get("Ready") == "True"
+
+    def pred(items):
+        live = [i for i in items if not i["metadata"].get("deletionTimestamp")]
+        n_ready = sum(ready(p) for p in live)
+        return (len(live) >= minimum and n_ready == len(live),
+                f"pods {namespace}/{label_selector}: {n_ready}/{len(live)} Running+Ready")
+
+    return watch_until(kube.core.list_namespaced_pod, pred, timeout,
+                       f"pods {label_selector} in {namespace} to be Running", progress,
+                       namespace=namespace, label_selector=label_selector)

@@ -1,0 +1,54 @@
+"""``cni-runbook lab build|up|down|status|kubeconfig``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import LabConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    lab = subparsers.add_parser(
+        "lab", help="the embedded local lab cluster (real Kubernetes on this machine)",
+        description="A real 3-node Kubernetes cluster on this machine, left without a CNI "
+                    "(as Kubespray leaves it with kube_network_plugin: none). Needs root.",
+    )
+    sub = lab.add_subparsers(dest="lab_command", required=True, metavar="COMMAND")
+    b = sub.add_parser("build", help="build (or reuse) the Kubernetes binaries and lab images")
+    b.add_argument("--force", action="store_true", help="rebuild even when cached")
+    u = sub.add_parser("up", help="bring the lab up (a no-op when it is already up)")
+    u.add_argument("--hosts-only", action="store_true",
+                   help="stop after the bare hosts (namespaces + sshd), before Kubernetes")
+    u.add_argument("--timeout", type=float, default=180, help="seconds to wait for the cluster (default 180)")
+    sub.add_parser("down", help="stop the lab and remove everything it created")
+    sub.add_parser("status", help="show each lab component and node")
+    sub.add_parser("kubeconfig", help="print the PATH of the lab's admin kubeconfig (never its contents)")
+    lab.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import cluster
+    from .build import build
+    from .images_step import build_images
+
+    cfg = LabConfig()
+    cmd = args.lab_command
+    if cmd == "build":
+        build(force=args.force)
+        build_images(force=args.force)
+        return 0
+    if cmd == "up":
+        print(cluster.up(cfg, hosts_only=args.hosts_only, timeout=args.timeout))
+        return 0
+    if cmd == "down":
+        cluster.down(cfg)
+        return 0
+    if cmd == "kubeconfig":
+        if cluster.phase(cfg) != "cluster":
+            print("the lab cluster is not up: run `cni-runbook lab up` first", file=sys.stderr)
+            return 1
+        print(cfg.admin_kubeconfig)
+        return 0
+    print(cluster.status_text(cfg))
+    return 0 if cluster.phase(cfg) != "down" else 3
