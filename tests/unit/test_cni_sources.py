@@ -9,7 +9,6 @@ import json
 import socket
 import tarfile
 import threading
-from pathlib import Path
 
 import pytest
 import yaml
@@ -34,7 +33,7 @@ def server(tmp_path):
             pass
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
@@ -93,6 +92,8 @@ def test_local_file(tmp_path):
     record = local_file(source, tmp_path / "artifacts")
     assert record.kind == "file" and record.sha256 == hashlib.sha256(MANIFEST).hexdigest()
     assert (tmp_path / "artifacts" / "site.yml").read_bytes() == MANIFEST
+    again = local_file(tmp_path / "artifacts" / "site.yml", tmp_path / "artifacts")  # already in place
+    assert again.sha256 == record.sha256
     with pytest.raises(SourceError, match=r"nope.yml: no such file"):
         local_file(tmp_path / "nope.yml", tmp_path / "artifacts")
 

@@ -95,7 +95,7 @@ def _store(data_path: Path, artifacts_dir: Path, name: str, *, kind: str, origin
     target = artifacts_dir / name
     if data_path.parent == artifacts_dir and data_path.name.startswith(".tmp-"):
         os.replace(data_path, target)
-    else:
+    elif data_path.resolve() != target.resolve():
         shutil.copyfile(data_path, target)
     record = SourceRecord(kind, origin, target, digest, target.stat().st_size, _now(), dict(details or {}))
     (artifacts_dir / f"{name}.sha256").write_text(f"{digest}  {name}\n", encoding="utf-8")
