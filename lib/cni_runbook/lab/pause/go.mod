@@ -1,0 +1,3 @@
+module cnirunbook.local/labpause
+
+go 1.22
