@@ -90,6 +90,7 @@ class _Endpoint:
 
 
 def _resolve(cluster: Cluster, name: str) -> _Endpoint:
+    """``ns/pod`` -> that pod; an IP -> the pod owning it, else a non-pod endpoint."""
     if "/" in name:
         return _Endpoint(name, cluster.index[cluster.pod(name).key], None)
     try:
@@ -228,8 +229,8 @@ class PolicyEngine:
             mask, bit = (ingress_from[target], remote) if direction == "ingress" else (egress_to[target], remote)
             return True, bool((mask >> bit) & 1)
         rules = self._ingress_rules[target] if direction == "ingress" else self._egress_rules[target]
+        destination = self.cluster.pods[target] if direction == "ingress" else None
         for rule in rules:
-            destination = self.cluster.pods[target] if direction == "ingress" else None
             if rule.rule.port_matches(port, protocol, destination) and rule.matches_ip(remote):
                 return True, True
         return True, False
@@ -281,9 +282,16 @@ class PolicyEngine:
                 [bool((egress_to[s] >> d) & 1 and (ingress_from[d] >> s) & 1) for d in range(n)] for s in range(n)
             ]
         else:
-            egress = [[self._direction("egress", s, d, port, protocol)[0] for d in range(n)] for s in range(n)]
-            ingress = [[self._direction("ingress", d, s, port, protocol)[0] for s in range(n)] for d in range(n)]
-            rows = [[egress[s][d] and ingress[d][s] for d in range(n)] for s in range(n)]
+            ingress_from, egress_to = self._k8s_masks(port, protocol)
+            ingress_ok = [
+                self.antrea.allowed_mask("ingress", d, port, protocol, bool((self.ingress_isolated >> d) & 1), ingress_from[d])
+                for d in range(n)
+            ]
+            egress_ok = [
+                self.antrea.allowed_mask("egress", s, port, protocol, bool((self.egress_isolated >> s) & 1), egress_to[s])
+                for s in range(n)
+            ]
+            rows = [[bool((egress_ok[s] >> d) & 1 and (ingress_ok[d] >> s) & 1) for d in range(n)] for s in range(n)]
         frame = pd.DataFrame(rows, index=pd.Index(keys, name="from"), columns=pd.Index(keys, name="to"), dtype="boolean")
         return frame
 
@@ -407,13 +415,14 @@ def naive_verdict(
     policies: Iterable[PolicyLike],
     probe: Probe,
     antrea_policies: Iterable[AntreaLike] = (),
+    tiers: Mapping[str, int] | None = None,
 ) -> tuple[Verdict, list[str]]:
     """Evaluate one probe straight from the documentation, without precomputation.
 
     Returns the verdict and the reasons (first line: the overall answer).
     """
     k8s = [as_network_policy(p) for p in policies]
-    antrea = ordered([as_antrea_policy(p) for p in antrea_policies])
+    antrea = ordered([as_antrea_policy(p, tiers) for p in antrea_policies])
     protocol = normalize_protocol(probe.protocol)
     s, d = _resolve(cluster, probe.src), _resolve(cluster, probe.dst)
     if s.index is None and d.index is None:
@@ -448,9 +457,10 @@ def reachability(
     policies: Iterable[PolicyLike],
     probes: Iterable[Probe | tuple[str, str, int] | tuple[str, str, int, str]],
     antrea_policies: Iterable[AntreaLike] = (),
+    tiers: Mapping[str, int] | None = None,
 ) -> list[Verdict]:
     """Expected outcome of each probe; ``pandas.DataFrame(result)`` gives one row per probe."""
-    return PolicyEngine(cluster, policies, antrea_policies).evaluate(probes)
+    return PolicyEngine(cluster, policies, antrea_policies, tiers).evaluate(probes)
 
 
 def explain(
@@ -461,9 +471,10 @@ def explain(
     port: int,
     protocol: str = "TCP",
     antrea_policies: Iterable[AntreaLike] = (),
+    tiers: Mapping[str, int] | None = None,
 ) -> list[str]:
     """Which policy and rule allow or deny ``src -> dst`` on ``protocol/port``."""
-    return naive_verdict(cluster, policies, Probe(src, dst, port, protocol), antrea_policies)[1]
+    return naive_verdict(cluster, policies, Probe(src, dst, port, protocol), antrea_policies, tiers)[1]
 
 
 def all_pairs(cluster: Cluster, port: int, protocol: str = "TCP") -> list[Probe]:

@@ -69,17 +69,35 @@ def from_notation(text: str) -> pd.DataFrame:
 
 def to_notation(frame: pd.DataFrame) -> pd.DataFrame:
     """Boolean matrix -> ``.`` / ``X`` / ``?`` strings (for styled display)."""
-    return frame.astype(object).map(lambda v: UNKNOWN if v is None or v is pd.NA else (ALLOWED if v else BLOCKED))
+
+    def symbol(value: Any) -> str:
+        cell = _cell(value)
+        return UNKNOWN if cell is None else (ALLOWED if cell else BLOCKED)
+
+    return frame.astype(object).map(symbol)
 
 
 def render(frame: pd.DataFrame) -> str:
-    """Plain-text table in the notation :func:`from_notation` reads back."""
-    cells = frame if frame.dtypes.eq(object).all() and not frame.empty and isinstance(frame.iat[0, 0], str) else to_notation(frame)
+    """Plain-text table in the notation :func:`from_notation` reads back (accepts a boolean
+    matrix or one already in notation, e.g. :attr:`Comparison.diff`)."""
+    values = frame.to_numpy(dtype=object).ravel()
+    cells = frame if len(values) and all(isinstance(v, str) for v in values) else to_notation(frame)
     width = max([len(str(c)) for c in cells.columns] + [len(str(i)) for i in cells.index] + [1])
     lines = [" " * width + " " + " ".join(f"{c:>{width}}" for c in cells.columns)]
     for source, row in cells.iterrows():
         lines.append(f"{source:<{width}} " + " ".join(f"{v:>{width}}" for v in row))
     return "\n".join(lines)
+
+
+def _cell(value: Any) -> bool | None:
+    """A matrix cell as True / False / None; also accepts ``.`` / ``X`` / ``?`` strings."""
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, str):
+        if value not in (ALLOWED, BLOCKED, "x", UNKNOWN):
+            raise ValueError(f"unknown matrix cell {value!r} (use . X ?)")
+        return None if value == UNKNOWN else value == ALLOWED
+    return bool(value)
 
 
 def matrix_from_records(
@@ -98,7 +116,7 @@ def matrix_from_records(
     out = _frame([[None] * len(keys) for _ in keys], keys, keys)
     for s, d, v in zip(frame[src], frame[dst], frame[value], strict=True):
         if s in out.index and d in out.columns:
-            out.loc[s, d] = None if v is None or v is pd.NA else bool(v)
+            out.loc[s, d] = _cell(v)
     return out
 
 
@@ -126,8 +144,9 @@ class Comparison:
 def compare(expected: pd.DataFrame, observed: pd.DataFrame, ignore_loopback: bool = True) -> Comparison:
     """Cell-by-cell comparison over the expected matrix's rows and columns.
 
-    Cells missing from ``observed`` or ``<NA>`` there count as unknown; an unknown
-    *expected* cell is an error (the engine always knows)."""
+    Cells missing from ``observed`` or ``<NA>`` / ``?`` there count as unknown; an unknown
+    *expected* cell is an error (the engine always knows). Both matrices may be boolean or
+    in ``.`` / ``X`` notation."""
     observed = observed.reindex(index=expected.index, columns=expected.columns)
     correct = incorrect = unknown = ignored = 0
     mismatches: list[tuple[str, str]] = []
@@ -135,16 +154,16 @@ def compare(expected: pd.DataFrame, observed: pd.DataFrame, ignore_loopback: boo
     for source in expected.index:
         row = []
         for dest in expected.columns:
-            want, got = expected.at[source, dest], observed.at[source, dest]
+            want, got = _cell(expected.at[source, dest]), _cell(observed.at[source, dest])
             if ignore_loopback and source == dest:
                 ignored += 1
                 row.append(IGNORED)
-            elif want is None or want is pd.NA:
+            elif want is None:
                 raise ValueError(f"expected matrix has no value for {source} -> {dest}")
-            elif got is None or got is pd.NA:
+            elif got is None:
                 unknown += 1
                 row.append(UNKNOWN)
-            elif bool(want) == bool(got):
+            elif want == got:
                 correct += 1
                 row.append(ALLOWED)
             else:
