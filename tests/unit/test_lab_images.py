@@ -316,3 +316,37 @@ def test_agnhost_image_is_tagged_with_agnhost_version():
     assert ref.tag == images.agnhost_version() and ref.tag[0].isdigit()
     config = json.loads(_blob(ref.layout, _manifest(ref.layout)["config"]["digest"]))
     assert config["config"]["Entrypoint"] == ["/agnhost"] and config["config"]["Cmd"] == ["pause"]
+
+
+# --- Go builds: cache hits and failures (a stub `go` so nothing is compiled) --------------------
+
+
+def _stub_go(tmp_path: Path, monkeypatch, script: str) -> Path:
+    bindir = tmp_path / "stub-bin"
+    bindir.mkdir()
+    (bindir / "go").write_text("#!/bin/sh\n" + script)
+    (bindir / "go").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return bindir
+
+
+def test_go_binary_is_built_once_per_version(tmp_path, monkeypatch):
+    # the stub "builds" by writing the binary go install would write into $GOBIN
+    _stub_go(tmp_path, monkeypatch, 'echo "$@" >> "$XDG_CACHE_HOME/calls"; printf bin > "$GOBIN/kube-router"\n')
+    lines: list[str] = []
+    first = images.go_binary("kube-router", "example.org/m/cmd/kube-router", "v1.2.3", progress=lines.append)
+    assert first == tmp_path / "cache/cni-runbook/build/kube-router-v1.2.3/bin/kube-router"
+    assert first.read_text() == "bin"
+    assert lines[0].startswith("[images] building kube-router v1.2.3 (go build")
+    again = images.go_binary("kube-router", "example.org/m/cmd/kube-router", "v1.2.3", progress=lines.append)
+    assert again == first and len(lines) == 2  # "building" + "built", nothing for the cache hit
+    calls = (tmp_path / "cache/calls").read_text().splitlines()
+    assert calls == ["install -trimpath -ldflags -s -w example.org/m/cmd/kube-router@v1.2.3"]
+
+
+def test_failed_go_build_points_at_its_log(tmp_path, monkeypatch):
+    _stub_go(tmp_path, monkeypatch, 'echo "go: module example.org/m@v9: 403 Forbidden" >&2; exit 1\n')
+    with pytest.raises(images.ImageBuildError, match=r"(?s)failed \(exit 1\); full log: .*coredns-v9\.log.*403"):
+        images.go_binary("coredns", "example.org/m", "v9", progress=lambda _: None)
+    assert sorted(p.name for p in (tmp_path / "cache/cni-runbook/build").iterdir()) == ["coredns-v9.log"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -139,3 +140,49 @@ def test_registry_refusals_carry_the_http_status(registry_addr, small_images):
     image = small_images[0]
     with pytest.raises(registry.RegistryError, match=r"HTTP 4\d\d"):
         registry.push(image.layout, registry_addr, "Invalid/UPPER-case", image.tag)
+
+
+@pytest.mark.skipif(shutil.which("containerd") is None or shutil.which("ctr") is None, reason="containerd not installed")
+@pytest.mark.skipif(os.geteuid() != 0, reason="a private containerd needs root")
+def test_containerd_pulls_and_runs_a_pushed_image(registry_addr, small_images, tmp_path):
+    """What the lab nodes do: containerd 1.6 pulls from the registry over plain HTTP and runs it."""
+    image = small_images[-1]
+    if image.name != "pause":
+        pytest.skip("needs the lab pause image (the go command is not installed)")
+    registry.push(image.layout, registry_addr, image.repo, image.tag)
+    sock = tmp_path / "containerd.sock"
+    config = tmp_path / "containerd.toml"
+    config.write_text(
+        f'version = 2\nroot = "{tmp_path}/root"\nstate = "{tmp_path}/state"\n'
+        f'[grpc]\n  address = "{sock}"\n'
+        '[plugins."io.containerd.grpc.v1.cri"]\n  disable_tcp_service = true\n'
+    )
+    log = (tmp_path / "containerd.log").open("w")
+    daemon = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    ctr = ["ctr", "--address", str(sock), "--namespace", "cnilab-test"]
+    try:
+        deadline = time.monotonic() + 20
+        while subprocess.run([*ctr, "version"], capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, "private containerd did not start"
+            time.sleep(0.2)
+        ref = f"{registry_addr}/{image.repo}:{image.tag}"
+        pull = subprocess.run([*ctr, "images", "pull", "--plain-http", ref], capture_output=True, text=True)
+        assert pull.returncode == 0, pull.stderr
+        listed = subprocess.run([*ctr, "images", "ls"], capture_output=True, text=True, check=True).stdout
+        assert image.manifest_digest in listed
+        run = subprocess.run(
+            [*ctr, "run", "--rm", ref, "probe", "/pause", "-v"], capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.startswith("pause.go")
+
+        # the other way onto a node: `ctr images import` of an OCI archive names the image itself
+        archive = images.export_oci_archive(image, tmp_path / "pause.tar")
+        imported = subprocess.run([*ctr, "images", "import", str(archive)], capture_output=True, text=True)
+        assert imported.returncode == 0, imported.stderr
+        names = subprocess.run([*ctr, "images", "ls", "-q"], capture_output=True, text=True, check=True).stdout
+        assert image.ref in names.split()
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=15)
+        log.close()
