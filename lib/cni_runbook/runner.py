@@ -120,10 +120,11 @@ class _Logging:
 
 
 def _cell_head(notebook: Path, index: int | None) -> str | None:
-    """First line of a cell of an executed notebook (to point at the failing cell)."""
+    """First line of the failing cell; ``index`` counts cells without papermill's error markers."""
     if index is None or not notebook.exists():
         return None
-    cells = nbformat.read(notebook, as_version=4).cells
+    cells = [c for c in nbformat.read(notebook, as_version=4).cells
+             if "papermill-error-cell-tag" not in c.get("metadata", {}).get("tags", [])]
     if 0 <= index < len(cells):
         return cells[index].source.strip().splitlines()[0] if cells[index].source.strip() else ""
     return None
@@ -157,13 +158,14 @@ def execute_stage(stage: stages.Stage, run_dir: Path, loaded: LoadedParams, plan
             cwd=str(notebooks_dir), log_output=True, progress_bar=sys.stderr.isatty(),
             execution_timeout=timeout, interrupt_on_timeout=True)
     except PapermillExecutionError as exc:
-        error = {"cell_index": exc.cell_index, "ename": exc.ename, "evalue": exc.evalue}
+        error = {"cell_index": exc.cell_index, "exec_count": exc.exec_count, "ename": exc.ename, "evalue": exc.evalue}
         if exc.ename == "KeyboardInterrupt":
             error["evalue"] = f"interrupted: a cell ran longer than the {timeout} s execution timeout"
     except KeyboardInterrupt:
-        error = {"cell_index": None, "ename": "KeyboardInterrupt", "evalue": "interrupted by the operator"}
+        error = {"cell_index": None, "exec_count": None, "ename": "KeyboardInterrupt",
+                 "evalue": "interrupted by the operator"}
     except Exception as exc:  # kernel failed to start or died, notebook unreadable, ...
-        error = {"cell_index": None, "ename": type(exc).__name__, "evalue": str(exc)}
+        error = {"cell_index": None, "exec_count": None, "ename": type(exc).__name__, "evalue": str(exc)}
     finally:
         if staged.exists():
             redactor.file(staged)
@@ -194,7 +196,7 @@ def failure_message(run_dir: Path, outcome: StageOutcome) -> str:
     err = outcome.error or {}
     where = ""
     if err.get("cell_index") is not None:
-        where = f" in cell {err['cell_index']}" + (f" ({err['cell']!r})" if err.get("cell") else "")
+        where = f" in cell In [{err.get('exec_count')}]" + (f" ({err['cell']!r})" if err.get("cell") else "")
     return (f"stage {outcome.stage} failed{where}: {outcome.summary}\n"
             f"  executed notebook: {run_dir / outcome.notebook}")
 
@@ -203,11 +205,11 @@ class Run:
     """One run folder and its record, executing stages into it."""
 
     def __init__(self, run_dir: Path, record: dict[str, Any], loaded: LoadedParams,
-                 notebooks_dir: Path = stages.NOTEBOOKS_DIR) -> None:
+                 notebooks_dir: Path | None = None) -> None:
         self.run_dir = run_dir
         self.record = record
         self.loaded = loaded
-        self.notebooks_dir = notebooks_dir
+        self.notebooks_dir = notebooks_dir or stages.NOTEBOOKS_DIR
 
     def redactor(self) -> Redactor:
         return Redactor.for_params(self.loaded.params, kubeconfigs(self.run_dir, self.loaded.params))
@@ -265,7 +267,7 @@ class Run:
 
 def start(files: list[str], set_values: list[str] = (), stage_refs: list[str] | None = None,
           plan: bool | None = None, outputs: Path | None = None,
-          notebooks_dir: Path = stages.NOTEBOOKS_DIR) -> RunResult:
+          notebooks_dir: Path | None = None) -> RunResult:
     """Validate params, create a new run folder and execute the selected stages."""
     loaded = load_params(files, set_values)
     params = loaded.params
@@ -296,7 +298,7 @@ def start(files: list[str], set_values: list[str] = (), stage_refs: list[str] | 
     return Run(run_dir, record, loaded, notebooks_dir).execute()
 
 
-def resume(run_id: str, outputs: Path | None = None, notebooks_dir: Path = stages.NOTEBOOKS_DIR) -> RunResult:
+def resume(run_id: str, outputs: Path | None = None, notebooks_dir: Path | None = None) -> RunResult:
     """Continue a run from its first stage that did not succeed, in the same run folder."""
     run_dir = audit.find_run(run_id, outputs)
     problems = audit.verify(run_dir)

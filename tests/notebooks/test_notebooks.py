@@ -1,0 +1,67 @@
+"""The source notebooks: committed clean, one parameters cell with the shared names, every one
+executes in plan mode under nbval (--nbval-lax, current env), and plain papermill -f works."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+import yaml
+
+from cni_runbook import stages
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+STAGE_PARAMETERS = {"params_files", "set_values", "run_dir", "stage", "plan", "site", "provisioner", "cluster",
+                    "kubespray", "cni", "validation", "policy", "qos", "run"}
+
+
+def test_there_is_a_notebook_per_stage_and_a_history_notebook():
+    assert [p.stem for p in NOTEBOOKS] == [*stages.STAGE_IDS, "history"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert dirty == [], f"{path.name}: cells {dirty} carry outputs; strip them"
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem in stages.STAGE_IDS], ids=lambda p: p.name)
+def test_one_parameters_cell_with_the_shared_names(path):
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1
+    assigned = {t.id: n.value for n in ast.parse(cells[0].source).body if isinstance(n, ast.Assign) for t in n.targets}
+    assert set(assigned) == STAGE_PARAMETERS
+    assert ast.literal_eval(assigned["stage"]) == path.stem
+    assert ast.literal_eval(assigned["plan"]) is True  # opened by hand, a notebook only plans
+
+
+def test_every_notebook_runs_in_plan_mode_under_nbval(plan_run, tmp_path):
+    env = dict(os.environ, CNI_RUNBOOK_RUN_DIR=str(tmp_path / "run"), CNI_RUNBOOK_OUTPUTS=str(plan_run["outputs"]),
+               MPLBACKEND="Agg")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+         *map(str, NOTEBOOKS)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    for stage_id in stages.STAGE_IDS:  # each stage recorded its plan and result in the run folder
+        assert (tmp_path / "run" / "artifacts" / stage_id / "plan.yaml").exists()
+
+
+def test_plain_papermill_with_a_params_file(tmp_path):
+    """`papermill NB OUT -f params/examples/x.yaml` sets the top-level sections as parameters."""
+    site = yaml.safe_load((ROOT / "params" / "examples" / "kubespray-antrea.yaml").read_text())
+    papermill.execute_notebook(str(ROOT / "notebooks" / "00_preflight.ipynb"), str(tmp_path / "out.ipynb"),
+                               parameters={**site, "run_dir": str(tmp_path / "run")}, cwd=str(ROOT / "notebooks"),
+                               kernel_name="python3", progress_bar=False)
+    recorded = yaml.safe_load((tmp_path / "run" / "artifacts" / "00_preflight" / "params.yaml").read_text())
+    assert [n["name"] for n in recorded["cluster"]["nodes"]] == ["cp1", "cp2", "cp3", "w1", "w2"]
+    assert recorded["provisioner"]["kind"] == "kubespray"

@@ -1,0 +1,86 @@
+"""The CLI end to end: a plan run of all stages, verify, tamper, list/show/report, user errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cni_runbook import cli
+
+
+def test_plan_run_of_all_stages_verifies_then_a_flipped_byte_fails(plan_run, run_copy, capsys):
+    assert plan_run["code"] == 0
+    out = run_copy.parent
+    record = json.loads((run_copy / "run.json").read_text())
+    assert record["status"] == "planned" and record["plan"] is True
+    assert [s["stage"] for s in record["stages"]] == ["00_preflight", "01_cluster_no_cni", "02_cni_install",
+                                                     "03_validation", "04_policy_qos"]
+    for name in ("00-preflight.ipynb", "04-policy_qos.ipynb", "report.html", "junit.xml", "run.log",
+                 "artifacts/02_cni_install/plan.yaml", "artifacts/02_cni_install/params.yaml"):
+        assert name in record["files"], name
+    assert [f["path"].rsplit("/", 1)[-1] for f in record["params_files"]] == ["defaults.yaml", "site.yaml"]
+    assert record["project"]["version"]
+
+    assert cli.main(["--outputs", str(out), "verify", run_copy.name]) == 0
+    assert "verified" in capsys.readouterr().out
+
+    target = run_copy / "03-validation.ipynb"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x20
+    target.write_bytes(bytes(data))
+    assert cli.main(["--outputs", str(out), "verify", run_copy.name]) == 1
+    err = capsys.readouterr().err
+    assert "DOES NOT VERIFY" in err and "03-validation.ipynb: modified" in err
+
+
+def test_list_show_and_report(plan_run, capsys, tmp_path):
+    out, run_id = str(plan_run["outputs"]), plan_run["run_dir"].name
+    assert cli.main(["--outputs", out, "list"]) == 0
+    listing = capsys.readouterr().out
+    assert run_id in listing and "planned" in listing and "canary" in listing
+    assert cli.main(["--outputs", out, "show", run_id]) == 0
+    assert "04_policy_qos" in capsys.readouterr().out
+    assert cli.main(["--outputs", out, "report", run_id, "--out", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert html.index(f"Run {run_id}") < html.index("00_preflight (attempt 1)")  # the summary comes first
+    assert "open_stage(" not in html  # code is hidden
+
+
+def test_report_html_in_the_run_folder_has_summary_first(plan_run):
+    html = (plan_run["run_dir"] / "report.html").read_text()
+    assert "PLANNED" in html and "planned actions" in html
+    assert "display.table(" not in html
+
+
+def test_user_errors_exit_2_without_traceback(tmp_path, capsys):
+    site = tmp_path / "s.yaml"
+    site.write_text("cni: {profil: lab}\n")
+    assert cli.main(["--outputs", str(tmp_path), "run", "--params", str(site), "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert "cni.profil: unknown key; did you mean 'profile'?" in err
+    assert "Traceback" not in err
+    assert not any(tmp_path.glob("*/run.json"))  # nothing was started
+    assert cli.main(["--outputs", str(tmp_path), "verify", "no-such-run"]) == 2
+    assert cli.main(["--outputs", str(tmp_path), "run", "--params", str(site), "--stages", "99"]) == 2
+
+
+def test_failing_run_exits_1_and_says_how_to_resume(tmp_path, capsys, kit, monkeypatch):
+    from cni_runbook import stages
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    kit.stage_notebook(nbs / "00_preflight.ipynb", ["raise OSError('ssh: connect to host n1 port 22: refused')"])
+    monkeypatch.setattr(stages, "NOTEBOOKS_DIR", nbs)
+    assert cli.main(["--outputs", str(tmp_path / "out"), "run", "--params", str(kit.ROOT / "params" / "lab.yaml"),
+                     "--stages", "00", "--plan"]) == 1
+    err = capsys.readouterr().err
+    assert "stage 00_preflight failed in cell" in err and "cni-runbook resume" in err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"]])
+def test_help(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 0
+    assert "cni-runbook" in capsys.readouterr().out
