@@ -35,7 +35,10 @@ def workload(pods: int, policies: int, seed: int) -> tuple[Cluster, list[dict[st
     with except, numeric / named / ranged ports, ingress and egress."""
     rng = random.Random(seed)
     namespaces = [f"ns{i}" for i in range(10)]
-    ns_objs = [{"metadata": {"name": n, "labels": {"team": rng.choice(TEAMS), "env": rng.choice(("prod", "dev"))}}} for n in namespaces]
+    ns_objs = [
+        {"metadata": {"name": n, "labels": {"team": rng.choice(TEAMS), "env": rng.choice(("prod", "dev"))}}}
+        for n in namespaces
+    ]
     pod_objs = []
     for i in range(pods):
         pod_objs.append(
@@ -43,9 +46,17 @@ def workload(pods: int, policies: int, seed: int) -> tuple[Cluster, list[dict[st
                 "metadata": {
                     "name": f"p{i}",
                     "namespace": namespaces[i % len(namespaces)],
-                    "labels": {"app": rng.choice(APPS), "tier": rng.choice(TIERS), **({"canary": "true"} if rng.random() < 0.2 else {})},
+                    "labels": {
+                        "app": rng.choice(APPS),
+                        "tier": rng.choice(TIERS),
+                        **({"canary": "true"} if rng.random() < 0.2 else {}),
+                    },
                 },
-                "spec": {"containers": [{"ports": [{"name": "http", "containerPort": 80}, {"name": "metrics", "containerPort": 9090}]}]},
+                "spec": {
+                    "containers": [
+                        {"ports": [{"name": "http", "containerPort": 80}, {"name": "metrics", "containerPort": 9090}]}
+                    ]
+                },
                 "status": {"podIP": f"10.{i // 250}.{i % 250}.{10 + i % 7}"},
             }
         )
@@ -56,8 +67,12 @@ def workload(pods: int, policies: int, seed: int) -> tuple[Cluster, list[dict[st
             return {}
         if roll < 0.6:
             return {"matchLabels": {"app": rng.choice(APPS)}}
-        return {"matchExpressions": [{"key": "tier", "operator": rng.choice(("In", "NotIn")), "values": rng.sample(TIERS, 2)},
-                                     {"key": "canary", "operator": rng.choice(("Exists", "DoesNotExist"))}]}
+        return {
+            "matchExpressions": [
+                {"key": "tier", "operator": rng.choice(("In", "NotIn")), "values": rng.sample(TIERS, 2)},
+                {"key": "canary", "operator": rng.choice(("Exists", "DoesNotExist"))},
+            ]
+        }
 
     def peer() -> dict[str, Any]:
         roll = rng.random()
@@ -80,7 +95,9 @@ def workload(pods: int, policies: int, seed: int) -> tuple[Cluster, list[dict[st
         return [{"port": 70, "endPort": rng.choice((79, 85, 100))}]
 
     def rules() -> list[dict[str, Any]]:
-        return [{"peers": [peer() for _ in range(rng.randint(0, 3))], "ports": ports()} for _ in range(rng.randint(0, 3))]
+        return [
+            {"peers": [peer() for _ in range(rng.randint(0, 3))], "ports": ports()} for _ in range(rng.randint(0, 3))
+        ]
 
     policy_objs = []
     for k in range(policies):
@@ -110,15 +127,28 @@ def antrea_workload(count: int, seed: int) -> list[dict[str, Any]]:
                     "tier": tier,
                     "priority": k + 1,
                     "appliedTo": [{"podSelector": {"matchLabels": {"app": rng.choice(APPS)}}}],
-                    "ingress": [{"action": rng.choice(actions), "from": [{"namespaceSelector": {"matchLabels": {"team": rng.choice(TEAMS)}}}]}],
-                    "egress": [{"action": rng.choice(actions), "to": [{"podSelector": {"matchLabels": {"tier": rng.choice(TIERS)}}}], "ports": [{"port": 80}]}],
+                    "ingress": [
+                        {
+                            "action": rng.choice(actions),
+                            "from": [{"namespaceSelector": {"matchLabels": {"team": rng.choice(TEAMS)}}}],
+                        }
+                    ],
+                    "egress": [
+                        {
+                            "action": rng.choice(actions),
+                            "to": [{"podSelector": {"matchLabels": {"tier": rng.choice(TIERS)}}}],
+                            "ports": [{"port": 80}],
+                        }
+                    ],
                 },
             }
         )
     return policies
 
 
-def timed_matrix(cluster: Cluster, policies: list[Any], antrea: list[Any], port: int, protocol: str, repeat: int) -> tuple[float, Any]:
+def timed_matrix(
+    cluster: Cluster, policies: list[Any], antrea: list[Any], port: int, protocol: str, repeat: int
+) -> tuple[float, Any]:
     times, matrix = [], None
     for _ in range(repeat):
         start = time.perf_counter()
@@ -127,10 +157,16 @@ def timed_matrix(cluster: Cluster, policies: list[Any], antrea: list[Any], port:
     return statistics.median(times), matrix
 
 
-def timed_naive(cluster: Cluster, policies: list[Any], antrea: list[Any], port: int, protocol: str) -> tuple[float, dict[tuple[str, str], bool]]:
+def timed_naive(
+    cluster: Cluster, policies: list[Any], antrea: list[Any], port: int, protocol: str
+) -> tuple[float, dict[tuple[str, str], bool]]:
     keys = cluster.pod_keys
     start = time.perf_counter()
-    result = {(s, d): naive_verdict(cluster, policies, Probe(s, d, port, protocol), antrea)[0].allowed for s in keys for d in keys}
+    result = {
+        (s, d): naive_verdict(cluster, policies, Probe(s, d, port, protocol), antrea)[0].allowed
+        for s in keys
+        for d in keys
+    }
     return time.perf_counter() - start, result
 
 

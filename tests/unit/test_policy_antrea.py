@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from cni_runbook.policy import AntreaPolicy, PolicyEngine, Probe, default_layout, naive_verdict
 from cni_runbook.policy import matrix as M
 
@@ -45,12 +44,20 @@ def check(policies: list[dict[str, Any]], antrea: list[dict[str, Any]], table: s
     )
     for src in CLUSTER.pod_keys:
         for dst in CLUSTER.pod_keys:
-            assert naive_verdict(CLUSTER, policies, Probe(src, dst, port), antrea)[0].allowed == bool(expected.at[src, dst])
+            assert naive_verdict(CLUSTER, policies, Probe(src, dst, port), antrea)[0].allowed == bool(
+                expected.at[src, dst]
+            )
 
 
 def test_drop_in_securityops_beats_allow_in_application_which_beats_k8s_deny() -> None:
     antrea = [
-        acnp("sec-drop-y", "securityops", 5, [X_A], ingress=[{"action": "Drop", "from": [{"namespaceSelector": {"matchLabels": {NS: "y"}}}]}]),
+        acnp(
+            "sec-drop-y",
+            "securityops",
+            5,
+            [X_A],
+            ingress=[{"action": "Drop", "from": [{"namespaceSelector": {"matchLabels": {NS: "y"}}}]}],
+        ),
         acnp("app-allow-all", "application", 1, [X_A], ingress=[{"action": "Allow"}]),
     ]
     k8s = [netpol("deny-all", "x", podSelector={}, policyTypes=["Ingress"])]
@@ -75,12 +82,23 @@ def test_drop_in_securityops_beats_allow_in_application_which_beats_k8s_deny() -
     assert any("dropped by Antrea acnp sec-drop-y (tier securityops, priority 5)" in r for r in reasons)
 
 
-PASS = acnp("sec-pass-y", "securityops", 1, [IN_X], ingress=[{"action": "Pass", "from": [{"namespaceSelector": {"matchLabels": {NS: "y"}}}]}])
+PASS = acnp(
+    "sec-pass-y",
+    "securityops",
+    1,
+    [IN_X],
+    ingress=[{"action": "Pass", "from": [{"namespaceSelector": {"matchLabels": {NS: "y"}}}]}],
+)
 DROP_ALL_TO_X = acnp("app-drop-all", "application", 1, [IN_X], ingress=[{"action": "Drop"}])
 
 
 def test_pass_delegates_to_kubernetes_policies() -> None:
-    allow_y_to_a = netpol("a-from-y", "x", podSelector={"matchLabels": {"pod": "a"}}, ingress=[{"from": [{"namespaceSelector": {"matchLabels": {NS: "y"}}}]}])
+    allow_y_to_a = netpol(
+        "a-from-y",
+        "x",
+        podSelector={"matchLabels": {"pod": "a"}},
+        ingress=[{"from": [{"namespaceSelector": {"matchLabels": {NS: "y"}}}]}],
+    )
     # y -> x/a: Pass, K8s isolates x/a and allows y. y -> x/b, x/c: Pass, not isolated -> allowed.
     # Everything else to x hits the application-tier Drop.
     check(
@@ -99,7 +117,12 @@ def test_pass_delegates_to_kubernetes_policies() -> None:
         z/c  X   X   X   .   .   .   .   .   .
         """,
     )
-    allow_z_to_a = netpol("a-from-z", "x", podSelector={"matchLabels": {"pod": "a"}}, ingress=[{"from": [{"namespaceSelector": {"matchLabels": {NS: "z"}}}]}])
+    allow_z_to_a = netpol(
+        "a-from-z",
+        "x",
+        podSelector={"matchLabels": {"pod": "a"}},
+        ingress=[{"from": [{"namespaceSelector": {"matchLabels": {NS: "z"}}}]}],
+    )
     # Now K8s isolates x/a but does not allow y: the passed traffic is denied by K8s.
     check(
         [allow_z_to_a],
@@ -133,7 +156,12 @@ def test_baseline_tier_applies_only_when_no_k8s_policy_isolates() -> None:
             {"action": "Drop", "from": [{"namespaceSelector": {}}]},
         ],
     )
-    y_a_from_x = netpol("a-from-x", "y", podSelector={"matchLabels": {"pod": "a"}}, ingress=[{"from": [{"namespaceSelector": {"matchLabels": {NS: "x"}}}]}])
+    y_a_from_x = netpol(
+        "a-from-x",
+        "y",
+        podSelector={"matchLabels": {"pod": "a"}},
+        ingress=[{"from": [{"namespaceSelector": {"matchLabels": {NS: "x"}}}]}],
+    )
     check(
         [y_a_from_x],
         [baseline],
@@ -193,11 +221,21 @@ def test_rules_within_a_policy_apply_in_written_order() -> None:
 
 
 def test_reject_is_reported_as_blocked() -> None:
-    reject = acnp("reject-z-to-x", "securityops", 1, [{"namespaceSelector": {"matchLabels": {NS: "z"}}}],
-                  egress=[{"action": "Reject", "to": [{"namespaceSelector": {"matchLabels": {NS: "x"}}}]}])
+    reject = acnp(
+        "reject-z-to-x",
+        "securityops",
+        1,
+        [{"namespaceSelector": {"matchLabels": {NS: "z"}}}],
+        egress=[{"action": "Reject", "to": [{"namespaceSelector": {"matchLabels": {NS: "x"}}}]}],
+    )
     engine = PolicyEngine(CLUSTER, [], [reject])
     verdict = engine.verdict("z/a", "x/b", 80)
-    assert (verdict.allowed, verdict.egress_allowed, verdict.ingress_allowed, verdict.rejected) == (False, False, True, True)
+    assert (verdict.allowed, verdict.egress_allowed, verdict.ingress_allowed, verdict.rejected) == (
+        False,
+        False,
+        True,
+        True,
+    )
     assert engine.verdict("z/a", "y/b", 80).rejected is False
     assert not engine.matrix(80).loc["z/c", "x/a"]
     assert any("rejected by Antrea acnp reject-z-to-x" in r for r in engine.explain("z/a", "x/b", 80))
@@ -206,8 +244,11 @@ def test_reject_is_reported_as_blocked() -> None:
 
 def test_annp_pod_selector_is_namespace_scoped_while_acnp_is_cluster_wide() -> None:
     drop_b = [{"action": "Drop", "from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]
-    annp = {"kind": "NetworkPolicy", "metadata": {"name": "drop-b", "namespace": "x"},
-            "spec": {"priority": 1, "appliedTo": [{"podSelector": {"matchLabels": {"pod": "a"}}}], "ingress": drop_b}}
+    annp = {
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "drop-b", "namespace": "x"},
+        "spec": {"priority": 1, "appliedTo": [{"podSelector": {"matchLabels": {"pod": "a"}}}], "ingress": drop_b},
+    }
     engine = PolicyEngine(CLUSTER, [], [annp])
     assert [s for s in CLUSTER.pod_keys if not engine.verdict(s, "x/a", 80).allowed] == ["x/b"]
     cluster_wide = PolicyEngine(CLUSTER, [], [acnp("drop-b", "application", 1, [X_A], ingress=drop_b)])
@@ -215,7 +256,15 @@ def test_annp_pod_selector_is_namespace_scoped_while_acnp_is_cluster_wide() -> N
 
 
 def test_egress_drop_to_external_cidr() -> None:
-    drop = acnp("no-dns-google", "platform", 1, [IN_X], egress=[{"action": "Drop", "to": [{"ipBlock": {"cidr": "8.8.8.0/24"}}], "ports": [{"protocol": "UDP", "port": 53}]}])
+    drop = acnp(
+        "no-dns-google",
+        "platform",
+        1,
+        [IN_X],
+        egress=[
+            {"action": "Drop", "to": [{"ipBlock": {"cidr": "8.8.8.0/24"}}], "ports": [{"protocol": "UDP", "port": 53}]}
+        ],
+    )
     engine = PolicyEngine(CLUSTER, [], [drop])
     assert not engine.verdict("x/a", "8.8.8.8", 53, "UDP").allowed
     assert engine.verdict("x/a", "8.8.8.8", 53, "TCP").allowed
@@ -234,12 +283,38 @@ def test_custom_tier_priority_orders_against_static_tiers() -> None:
     [
         (acnp("p", "baseline", 1, [X_A], ingress=[{"action": "Pass"}]), "Pass is not allowed in the baseline tier"),
         (acnp("p", "nosuchtier", 1, [X_A], ingress=[{"action": "Drop"}]), "unknown tier"),
-        ({"kind": "ClusterNetworkPolicy", "metadata": {"name": "p"}, "spec": {"appliedTo": [X_A]}}, "priority is mandatory"),
+        (
+            {"kind": "ClusterNetworkPolicy", "metadata": {"name": "p"}, "spec": {"appliedTo": [X_A]}},
+            "priority is mandatory",
+        ),
         (acnp("p", "application", 1, [X_A], ingress=[{"action": "Deny"}]), "rule action"),
         (acnp("p", "application", 1, [X_A], ingress=[{"action": "Drop", "from": [{"group": "g"}]}]), "not modelled"),
-        (acnp("p", "application", 1, [X_A], egress=[{"action": "Drop", "to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]}]), "no 'except'"),
-        ({"kind": "NetworkPolicy", "metadata": {"name": "p", "namespace": "x"}, "spec": {"priority": 1, "appliedTo": [IN_X]}}, "namespaceSelector in appliedTo"),
-        ({"kind": "ClusterNetworkPolicy", "metadata": {"name": "p"}, "spec": {"priority": 1, "ingress": [{"action": "Drop"}]}}, "appliedTo must be set"),
+        (
+            acnp(
+                "p",
+                "application",
+                1,
+                [X_A],
+                egress=[{"action": "Drop", "to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]}],
+            ),
+            "no 'except'",
+        ),
+        (
+            {
+                "kind": "NetworkPolicy",
+                "metadata": {"name": "p", "namespace": "x"},
+                "spec": {"priority": 1, "appliedTo": [IN_X]},
+            },
+            "namespaceSelector in appliedTo",
+        ),
+        (
+            {
+                "kind": "ClusterNetworkPolicy",
+                "metadata": {"name": "p"},
+                "spec": {"priority": 1, "ingress": [{"action": "Drop"}]},
+            },
+            "appliedTo must be set",
+        ),
     ],
 )
 def test_invalid_antrea_policies_are_rejected(obj: dict[str, Any], message: str) -> None:

@@ -7,7 +7,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-
 from cni_runbook.policy import (
     Cluster,
     LabelSelector,
@@ -73,7 +72,12 @@ def test_pod_from_object_reads_ips_and_ports() -> None:
     pod = Pod.from_object(
         {
             "metadata": {"name": "p", "namespace": "n", "labels": {"app": "x"}},
-            "spec": {"containers": [{"ports": [{"name": "http", "containerPort": 8080}]}, {"ports": [{"containerPort": 53, "protocol": "UDP"}]}]},
+            "spec": {
+                "containers": [
+                    {"ports": [{"name": "http", "containerPort": 8080}]},
+                    {"ports": [{"containerPort": 53, "protocol": "UDP"}]},
+                ]
+            },
             "status": {"podIP": "10.1.0.5", "podIPs": [{"ip": "10.1.0.5"}, {"ip": "fd00::5"}]},
         }
     )
@@ -151,9 +155,20 @@ def test_ipblock_except_and_ipv6() -> None:
 
 def test_reachability_returns_a_pandas_friendly_list() -> None:
     deny = {"metadata": {"name": "deny", "namespace": "x"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
-    verdicts = reachability(CLUSTER, [deny], [Probe("y/a", "x/a", 80), ("x/a", "y/a", 80, "UDP"), ("x/a", "1.1.1.1", 443)])
+    verdicts = reachability(
+        CLUSTER, [deny], [Probe("y/a", "x/a", 80), ("x/a", "y/a", 80, "UDP"), ("x/a", "1.1.1.1", 443)]
+    )
     frame = pd.DataFrame(verdicts)
-    assert list(frame.columns) == ["src", "dst", "port", "protocol", "allowed", "egress_allowed", "ingress_allowed", "rejected"]
+    assert list(frame.columns) == [
+        "src",
+        "dst",
+        "port",
+        "protocol",
+        "allowed",
+        "egress_allowed",
+        "ingress_allowed",
+        "rejected",
+    ]
     assert frame["allowed"].tolist() == [False, True, True]
     assert frame.loc[0, "ingress_allowed"] == False  # noqa: E712 - numpy bool
     assert frame.loc[1, "protocol"] == "UDP"
@@ -173,12 +188,20 @@ def test_probe_endpoints_are_resolved() -> None:
 def test_explain_names_the_deciding_policy_and_rule() -> None:
     policies = [
         {"metadata": {"name": "deny-all", "namespace": "x"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}},
-        {"metadata": {"name": "a-from-b", "namespace": "x"},
-         "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}], "ports": [{"port": 81}]}]}},
+        {
+            "metadata": {"name": "a-from-b", "namespace": "x"},
+            "spec": {
+                "podSelector": {"matchLabels": {"pod": "a"}},
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}], "ports": [{"port": 81}]}],
+            },
+        },
     ]
     allowed = explain(CLUSTER, policies, "x/b", "x/a", 81)
     assert allowed[0] == "x/b -> x/a TCP/81: allowed"
-    assert "ingress to x/a: allowed by x/a-from-b ingress rule 1 (from namespace x and podSelector pod=b; ports TCP/81)" in allowed
+    assert (
+        "ingress to x/a: allowed by x/a-from-b ingress rule 1 (from namespace x and podSelector pod=b; ports TCP/81)"
+        in allowed
+    )
     assert "egress from x/b: allowed, not isolated (no NetworkPolicy with policyType Egress selects it)" in allowed
     denied = explain(CLUSTER, policies, "x/b", "x/a", 80)
     assert denied[0] == "x/b -> x/a TCP/80: blocked"
@@ -256,7 +279,9 @@ def test_matrix_from_records_and_explain_mismatches() -> None:
     row = table[(table["from"] == "y/a") & (table["to"] == "x/b")].iloc[0]
     assert (row["expected"], row["observed"]) == ("X", ".")
     assert "isolated by x/deny" in row["explanation"]
-    verdict_matrix = M.matrix_from_records(engine.evaluate([Probe(s, d, 80) for s in CLUSTER.pod_keys for d in CLUSTER.pod_keys]))
+    verdict_matrix = M.matrix_from_records(
+        engine.evaluate([Probe(s, d, 80) for s in CLUSTER.pod_keys for d in CLUSTER.pod_keys])
+    )
     assert verdict_matrix.equals(expected)
 
 
@@ -284,7 +309,10 @@ def test_operator_layout_from_dict() -> None:
         {
             "ports": [8080],
             "namespaces": {
-                "shop": {"labels": {"team": "web"}, "pods": {"front": {"labels": {"app": "front"}}, "db": {"ports": [{"name": "pg", "port": 5432}]}}},
+                "shop": {
+                    "labels": {"team": "web"},
+                    "pods": {"front": {"labels": {"app": "front"}}, "db": {"ports": [{"name": "pg", "port": 5432}]}},
+                },
                 "ops": {"pods": ["probe"]},
             },
         }
@@ -345,12 +373,23 @@ def test_builtin_scenarios_expected_cells() -> None:
 
 
 def test_builtin_scenarios_with_custom_target_and_operator_labels() -> None:
-    layout = layout_from_dict({"namespaces": {"web": {"labels": {"team": "w"}, "pods": ["a"]}, "ops": {"labels": {"team": "o"}, "pods": ["b"]}}})
+    layout = layout_from_dict(
+        {
+            "namespaces": {
+                "web": {"labels": {"team": "w"}, "pods": ["a"]},
+                "ops": {"labels": {"team": "o"}, "pods": ["b"]},
+            }
+        }
+    )
     cluster = layout.cluster()
     scenarios = {s.name: s for s in builtin_scenarios(cluster, target="ops", peer="web")}
-    selector = scenarios["allow-from-labelled-namespace"].policies[0]["spec"]["ingress"][0]["from"][0]["namespaceSelector"]
+    selector = scenarios["allow-from-labelled-namespace"].policies[0]["spec"]["ingress"][0]["from"][0][
+        "namespaceSelector"
+    ]
     assert selector == {"matchLabels": {"team": "w"}}
-    assert scenarios["ip-block"].policies[0]["spec"]["egress"][0]["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.244.0.1/32"]}}]
+    assert scenarios["ip-block"].policies[0]["spec"]["egress"][0]["to"] == [
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.244.0.1/32"]}}
+    ]
 
 
 def test_builtin_scenarios_need_ips_and_named_ports() -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from cni_runbook.policy import PolicyEngine, Probe, default_layout, naive_verdict
 from cni_runbook.policy import matrix as M
 
@@ -36,9 +35,17 @@ z/c  .   .   .   .   .   .   .   .   .
 
 
 def netpol(name: str, namespace: str = "x", **spec: Any) -> dict[str, Any]:
-    spec = {("podSelector" if k == "pod_selector" else "policyTypes" if k == "policy_types" else k): v for k, v in spec.items()}
+    spec = {
+        ("podSelector" if k == "pod_selector" else "policyTypes" if k == "policy_types" else k): v
+        for k, v in spec.items()
+    }
     spec.setdefault("podSelector", {})
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
 
 
 def pod(name: str) -> dict[str, Any]:
@@ -113,19 +120,29 @@ z/c  X   .   .   .   .   .   .   .   .
 
 
 def test_should_enforce_policy_to_allow_traffic_from_pods_within_server_namespace_based_on_podselector() -> None:
-    check([netpol("x-a-allows-x-b", pod_selector=pod("a"), ingress=[{"from": [{"podSelector": pod("b")}]}])], X_A_FROM_X_B_ONLY)
+    check(
+        [netpol("x-a-allows-x-b", pod_selector=pod("a"), ingress=[{"from": [{"podSelector": pod("b")}]}])],
+        X_A_FROM_X_B_ONLY,
+    )
 
 
 def test_should_enforce_policy_based_on_podselector_with_matchexpressions() -> None:
     selector = {"matchExpressions": [{"key": "pod", "operator": "In", "values": ["b"]}]}
-    check([netpol("x-a-allows-x-b", pod_selector=pod("a"), ingress=[{"from": [{"podSelector": selector}]}])], X_A_FROM_X_B_ONLY)
+    check(
+        [netpol("x-a-allows-x-b", pod_selector=pod("a"), ingress=[{"from": [{"podSelector": selector}]}])],
+        X_A_FROM_X_B_ONLY,
+    )
 
 
 def test_should_enforce_policy_to_allow_ingress_traffic_for_a_target() -> None:
     check(
         [
             netpol("deny-all", policy_types=["Ingress"]),
-            netpol("allow-all-to-a", pod_selector=pod("a"), ingress=[{"from": [{"podSelector": {}, "namespaceSelector": {}}]}]),
+            netpol(
+                "allow-all-to-a",
+                pod_selector=pod("a"),
+                ingress=[{"from": [{"podSelector": {}, "namespaceSelector": {}}]}],
+            ),
         ],
         """
             x/a x/b x/c y/a y/b y/c z/a z/b z/c
@@ -143,7 +160,16 @@ def test_should_enforce_policy_to_allow_ingress_traffic_for_a_target() -> None:
 
 
 def test_should_enforce_policy_to_allow_ingress_traffic_from_pods_in_all_namespaces() -> None:
-    check([netpol("allow-from-another-ns", pod_selector=pod("a"), ingress=[{"from": [{"namespaceSelector": {"matchLabels": {}}}]}])], ALL_OPEN)
+    check(
+        [
+            netpol(
+                "allow-from-another-ns",
+                pod_selector=pod("a"),
+                ingress=[{"from": [{"namespaceSelector": {"matchLabels": {}}}]}],
+            )
+        ],
+        ALL_OPEN,
+    )
 
 
 X_A_FROM_Y_ONLY = """
@@ -161,18 +187,36 @@ z/c  X   .   .   .   .   .   .   .   .
 
 
 def test_should_enforce_policy_to_allow_traffic_only_from_a_different_namespace_based_on_namespaceselector() -> None:
-    check([netpol("allow-y", pod_selector=pod("a"), ingress=[{"from": [{"namespaceSelector": {"matchLabels": {NS: "y"}}}]}])], X_A_FROM_Y_ONLY)
+    check(
+        [
+            netpol(
+                "allow-y",
+                pod_selector=pod("a"),
+                ingress=[{"from": [{"namespaceSelector": {"matchLabels": {NS: "y"}}}]}],
+            )
+        ],
+        X_A_FROM_Y_ONLY,
+    )
 
 
 def test_should_enforce_policy_based_on_namespaceselector_with_matchexpressions() -> None:
     selector = {"matchExpressions": [{"key": "ns", "operator": "In", "values": ["y"]}]}
-    check([netpol("allow-y", pod_selector=pod("a"), ingress=[{"from": [{"namespaceSelector": selector}]}])], X_A_FROM_Y_ONLY)
+    check(
+        [netpol("allow-y", pod_selector=pod("a"), ingress=[{"from": [{"namespaceSelector": selector}]}])],
+        X_A_FROM_Y_ONLY,
+    )
 
 
 def test_should_enforce_policy_based_on_podselector_or_namespaceselector() -> None:
     not_x = {"matchExpressions": [{"key": NS, "operator": "NotIn", "values": ["x"]}]}
     check(
-        [netpol("or", pod_selector=pod("a"), ingress=[{"from": [{"namespaceSelector": not_x}, {"podSelector": pod("b")}]}])],
+        [
+            netpol(
+                "or",
+                pod_selector=pod("a"),
+                ingress=[{"from": [{"namespaceSelector": not_x}, {"podSelector": pod("b")}]}],
+            )
+        ],
         """
             x/a x/b x/c y/a y/b y/c z/a z/b z/c
         x/a  X   .   .   .   .   .   .   .   .
@@ -191,7 +235,13 @@ def test_should_enforce_policy_based_on_podselector_or_namespaceselector() -> No
 def test_should_enforce_policy_based_on_podselector_and_namespaceselector() -> None:
     not_x = {"matchExpressions": [{"key": NS, "operator": "NotIn", "values": ["x"]}]}
     check(
-        [netpol("and", pod_selector=pod("a"), ingress=[{"from": [{"namespaceSelector": not_x, "podSelector": pod("b")}]}])],
+        [
+            netpol(
+                "and",
+                pod_selector=pod("a"),
+                ingress=[{"from": [{"namespaceSelector": not_x, "podSelector": pod("b")}]}],
+            )
+        ],
         """
             x/a x/b x/c y/a y/b y/c z/a z/b z/c
         x/a  X   .   .   .   .   .   .   .   .
@@ -211,7 +261,13 @@ def test_should_enforce_policy_based_on_multiple_podselectors_and_namespaceselec
     not_x = {"matchExpressions": [{"key": NS, "operator": "NotIn", "values": ["x"]}]}
     b_or_c = {"matchExpressions": [{"key": "pod", "operator": "In", "values": ["b", "c"]}]}
     check(
-        [netpol("multi", pod_selector=pod("a"), ingress=[{"from": [{"namespaceSelector": not_x, "podSelector": b_or_c}]}])],
+        [
+            netpol(
+                "multi",
+                pod_selector=pod("a"),
+                ingress=[{"from": [{"namespaceSelector": not_x, "podSelector": b_or_c}]}],
+            )
+        ],
         """
             x/a x/b x/c y/a y/b y/c z/a z/b z/c
         x/a  X   .   .   .   .   .   .   .   .
@@ -243,8 +299,16 @@ z/c  X   .   .   .   .   .   .   .   .
 
 def test_should_enforce_policy_based_on_ports() -> None:
     policies = [
-        netpol("allow-y-on-81", pod_selector=pod("a"),
-               ingress=[{"from": [{"namespaceSelector": {"matchLabels": {NS: "y"}}}], "ports": [{"port": 81, "protocol": "TCP"}]}])
+        netpol(
+            "allow-y-on-81",
+            pod_selector=pod("a"),
+            ingress=[
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": {NS: "y"}}}],
+                    "ports": [{"port": 81, "protocol": "TCP"}],
+                }
+            ],
+        )
     ]
     check(policies, X_A_CLOSED, port=80)
     check(policies, X_A_FROM_Y_ONLY, port=81)
@@ -282,7 +346,15 @@ def test_should_allow_ingress_access_on_one_named_port() -> None:
 
 def test_should_allow_ingress_access_from_namespace_on_one_named_port() -> None:
     policies = [
-        netpol("allow-y-serve-80", ingress=[{"from": [{"namespaceSelector": {"matchLabels": {NS: "y"}}}], "ports": [{"port": "serve-80-tcp", "protocol": "TCP"}]}])
+        netpol(
+            "allow-y-serve-80",
+            ingress=[
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": {NS: "y"}}}],
+                    "ports": [{"port": "serve-80-tcp", "protocol": "TCP"}],
+                }
+            ],
+        )
     ]
     check(
         policies,
@@ -430,8 +502,11 @@ def test_should_support_denying_of_egress_traffic_on_the_client_side_even_if_the
 
 def test_should_enforce_egress_policy_to_a_namespace_on_a_port() -> None:
     policies = [
-        netpol("egress-y-80", policy_types=["Egress"],
-               egress=[{"to": [{"namespaceSelector": {"matchLabels": {NS: "y"}}}], "ports": [{"port": 80}]}])
+        netpol(
+            "egress-y-80",
+            policy_types=["Egress"],
+            egress=[{"to": [{"namespaceSelector": {"matchLabels": {NS: "y"}}}], "ports": [{"port": 80}]}],
+        )
     ]
     check(
         policies,
@@ -458,7 +533,10 @@ def test_deny_egress_to_namespace_z_except_dns() -> None:
         netpol(
             "no-z-but-dns",
             policy_types=["Egress"],
-            egress=[{"to": [{"namespaceSelector": not_z}]}, {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}],
+            egress=[
+                {"to": [{"namespaceSelector": not_z}]},
+                {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+            ],
         )
     ]
     check(
@@ -512,7 +590,14 @@ def test_should_support_endport_ranges() -> None:
 
 def test_should_allow_egress_access_to_server_in_cidr_block() -> None:
     check(
-        [netpol("to-y-b", pod_selector=pod("a"), policy_types=["Egress"], egress=[{"to": [{"ipBlock": {"cidr": "10.244.0.5/32"}}]}])],
+        [
+            netpol(
+                "to-y-b",
+                pod_selector=pod("a"),
+                policy_types=["Egress"],
+                egress=[{"to": [{"ipBlock": {"cidr": "10.244.0.5/32"}}]}],
+            )
+        ],
         """
             x/a x/b x/c y/a y/b y/c z/a z/b z/c
         x/a  X   X   X   X   .   X   X   X   X
@@ -544,14 +629,22 @@ z/c  .   .   .   .   .   .   .   .   .
 
 def test_should_enforce_except_clause_while_egress_access_to_server_in_cidr_block() -> None:
     block = {"cidr": "10.244.0.0/24", "except": ["10.244.0.5/32"]}
-    check([netpol("except-y-b", pod_selector=pod("a"), policy_types=["Egress"], egress=[{"to": [{"ipBlock": block}]}])], X_A_NOT_TO_Y_B)
+    check(
+        [netpol("except-y-b", pod_selector=pod("a"), policy_types=["Egress"], egress=[{"to": [{"ipBlock": block}]}])],
+        X_A_NOT_TO_Y_B,
+    )
 
 
 def test_should_ensure_an_ip_overlapping_both_ipblock_cidr_and_except_is_allowed() -> None:
     block = {"cidr": "10.244.0.0/24", "except": ["10.244.0.5/32"]}
     policies = [
         netpol("except-y-b", pod_selector=pod("a"), policy_types=["Egress"], egress=[{"to": [{"ipBlock": block}]}]),
-        netpol("only-y-b", pod_selector=pod("a"), policy_types=["Egress"], egress=[{"to": [{"ipBlock": {"cidr": "10.244.0.5/32"}}]}]),
+        netpol(
+            "only-y-b",
+            pod_selector=pod("a"),
+            policy_types=["Egress"],
+            egress=[{"to": [{"ipBlock": {"cidr": "10.244.0.5/32"}}]}],
+        ),
     ]
     check(policies[:1], X_A_NOT_TO_Y_B)
     check(policies, ALL_OPEN)
@@ -616,7 +709,15 @@ def test_policy_types_default_adds_egress_when_egress_rules_exist() -> None:
 
 def test_ingress_rules_are_ignored_when_policy_types_is_egress_only() -> None:
     check(
-        [netpol("egress-only", pod_selector=pod("a"), policy_types=["Egress"], egress=[{}], ingress=[{"from": [{"podSelector": pod("b")}]}])],
+        [
+            netpol(
+                "egress-only",
+                pod_selector=pod("a"),
+                policy_types=["Egress"],
+                egress=[{}],
+                ingress=[{"from": [{"podSelector": pod("b")}]}],
+            )
+        ],
         ALL_OPEN,
     )
 
@@ -646,7 +747,11 @@ def test_matchexpressions_notin_exists_and_doesnotexist() -> None:
 @pytest.mark.parametrize("order", [0, 1])
 def test_multiple_ingress_policies_with_allow_all_taking_precedence(order: int) -> None:
     policies = [
-        netpol("only-from-y-b", pod_selector=pod("a"), ingress=[{"from": [{"namespaceSelector": {"matchLabels": {NS: "y"}}, "podSelector": pod("b")}]}]),
+        netpol(
+            "only-from-y-b",
+            pod_selector=pod("a"),
+            ingress=[{"from": [{"namespaceSelector": {"matchLabels": {NS: "y"}}, "podSelector": pod("b")}]}],
+        ),
         netpol("allow-all-to-a", pod_selector=pod("a"), ingress=[{}]),
     ]
     check(policies[::-1] if order else policies, ALL_OPEN)

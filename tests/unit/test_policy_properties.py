@@ -11,10 +11,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from cni_runbook.policy import Cluster, PolicyEngine, Probe, naive_verdict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from cni_runbook.policy import Cluster, PolicyEngine, Probe, naive_verdict
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 KEYS = ("app", "tier")
@@ -33,10 +32,20 @@ def clusters(draw: st.DrawFn) -> Cluster:
     for i in range(draw(st.integers(1, 7))):
         pods.append(
             {
-                "metadata": {"name": f"p{i}", "namespace": f"n{draw(st.integers(0, n_ns - 1))}", "labels": draw(labels)},
+                "metadata": {
+                    "name": f"p{i}",
+                    "namespace": f"n{draw(st.integers(0, n_ns - 1))}",
+                    "labels": draw(labels),
+                },
                 "spec": {
                     "containers": [
-                        {"ports": [{"name": f"serve-{p}-{proto.lower()}", "containerPort": p, "protocol": proto} for p in PORTS for proto in PROTOCOLS]}
+                        {
+                            "ports": [
+                                {"name": f"serve-{p}-{proto.lower()}", "containerPort": p, "protocol": proto}
+                                for p in PORTS
+                                for proto in PROTOCOLS
+                            ]
+                        }
                     ]
                 },
                 "status": {"podIP": f"10.0.0.{i + 1}"},
@@ -130,7 +139,9 @@ def test_empty_policy_set_allows_everything(cluster: Cluster, pp: tuple[int, str
 
 @SETTINGS
 @given(clusters(), st.lists(policies(), max_size=4), probe_ports, st.data())
-def test_adding_an_allow_rule_never_removes_reachability(cluster: Cluster, pols: list[dict[str, Any]], pp: tuple[int, str], data: st.DataObject) -> None:
+def test_adding_an_allow_rule_never_removes_reachability(
+    cluster: Cluster, pols: list[dict[str, Any]], pp: tuple[int, str], data: st.DataObject
+) -> None:
     before = matrix(cluster, pols, *pp)
     if not pols:
         return
@@ -153,7 +164,10 @@ def test_first_egress_rule_with_defaulted_policy_types_isolates() -> None:
         [{"metadata": {"name": "n0"}}],
         [{"metadata": {"name": n, "namespace": "n0", "labels": {"app": n}}} for n in ("a", "b")],
     )
-    pol = {"metadata": {"name": "p", "namespace": "n0"}, "spec": {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{}]}}
+    pol = {
+        "metadata": {"name": "p", "namespace": "n0"},
+        "spec": {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{}]},
+    }
     assert matrix(cluster, [pol], 80, "TCP")[("n0/a", "n0/b")]
     pol["spec"]["egress"] = [{"to": [{"podSelector": {"matchLabels": {"app": "a"}}}]}]
     assert not matrix(cluster, [pol], 80, "TCP")[("n0/a", "n0/b")]
@@ -161,7 +175,9 @@ def test_first_egress_rule_with_defaulted_policy_types_isolates() -> None:
 
 @SETTINGS
 @given(clusters(), st.lists(policies(), max_size=4), policies(), probe_ports)
-def test_a_policy_selecting_no_pod_changes_nothing(cluster: Cluster, pols: list[dict[str, Any]], extra: dict[str, Any], pp: tuple[int, str]) -> None:
+def test_a_policy_selecting_no_pod_changes_nothing(
+    cluster: Cluster, pols: list[dict[str, Any]], extra: dict[str, Any], pp: tuple[int, str]
+) -> None:
     extra = copy.deepcopy(extra)
     extra["spec"]["podSelector"] = {"matchLabels": {"nobody": "here"}}
     assert matrix(cluster, pols + [extra], *pp) == matrix(cluster, pols, *pp)
@@ -169,7 +185,9 @@ def test_a_policy_selecting_no_pod_changes_nothing(cluster: Cluster, pols: list[
 
 @SETTINGS
 @given(clusters(), st.lists(policies(), max_size=5), probe_ports, st.randoms(use_true_random=False))
-def test_results_do_not_depend_on_policy_order(cluster: Cluster, pols: list[dict[str, Any]], pp: tuple[int, str], rnd: Any) -> None:
+def test_results_do_not_depend_on_policy_order(
+    cluster: Cluster, pols: list[dict[str, Any]], pp: tuple[int, str], rnd: Any
+) -> None:
     shuffled = list(pols)
     rnd.shuffle(shuffled)
     assert matrix(cluster, shuffled, *pp) == matrix(cluster, pols, *pp)
@@ -177,19 +195,30 @@ def test_results_do_not_depend_on_policy_order(cluster: Cluster, pols: list[dict
 
 @SETTINGS
 @given(clusters(), st.lists(policies(), max_size=5), probe_ports)
-def test_engine_agrees_with_naive_per_pair_evaluation(cluster: Cluster, pols: list[dict[str, Any]], pp: tuple[int, str]) -> None:
+def test_engine_agrees_with_naive_per_pair_evaluation(
+    cluster: Cluster, pols: list[dict[str, Any]], pp: tuple[int, str]
+) -> None:
     fast = matrix(cluster, pols, *pp)
     for (src, dst), allowed in fast.items():
         assert naive_verdict(cluster, pols, Probe(src, dst, *pp))[0].allowed == allowed, (src, dst)
 
 
 @SETTINGS
-@given(clusters(), st.lists(policies(), max_size=5), probe_ports, st.sampled_from(("10.0.0.2", "10.0.0.250", "192.168.1.1")))
-def test_engine_agrees_with_naive_for_non_pod_addresses(cluster: Cluster, pols: list[dict[str, Any]], pp: tuple[int, str], ip: str) -> None:
+@given(
+    clusters(),
+    st.lists(policies(), max_size=5),
+    probe_ports,
+    st.sampled_from(("10.0.0.2", "10.0.0.250", "192.168.1.1")),
+)
+def test_engine_agrees_with_naive_for_non_pod_addresses(
+    cluster: Cluster, pols: list[dict[str, Any]], pp: tuple[int, str], ip: str
+) -> None:
     engine = PolicyEngine(cluster, pols)
     for key in cluster.pod_keys:
         for src, dst in ((key, ip), (ip, key)):
-            assert engine.verdict(src, dst, *pp).allowed == naive_verdict(cluster, pols, Probe(src, dst, *pp))[0].allowed
+            assert (
+                engine.verdict(src, dst, *pp).allowed == naive_verdict(cluster, pols, Probe(src, dst, *pp))[0].allowed
+            )
 
 
 # ----------------------------------------------------------------------------- Antrea
@@ -249,5 +278,7 @@ def test_antrea_engine_agrees_with_naive_per_pair_evaluation(
 
 @SETTINGS
 @given(clusters(), st.lists(policies(), max_size=4), probe_ports)
-def test_no_antrea_policies_means_kubernetes_only(cluster: Cluster, pols: list[dict[str, Any]], pp: tuple[int, str]) -> None:
+def test_no_antrea_policies_means_kubernetes_only(
+    cluster: Cluster, pols: list[dict[str, Any]], pp: tuple[int, str]
+) -> None:
     assert PolicyEngine(cluster, pols, []).matrix(*pp).equals(PolicyEngine(cluster, pols).matrix(*pp))

@@ -315,7 +315,6 @@ class AntreaEvaluator:
                     mask = applied_to_mask(rule.applied_to, policy, self.index) if rule.applied_to else base
                     self._rules[direction].append((policy, rule, mask))
         self._peer_cache: dict[tuple[int, int, str], int] = {}
-        self._port_cache: dict[tuple[int, int, str], int] = {}
 
     def __bool__(self) -> bool:
         return bool(self.policies)
@@ -330,23 +329,6 @@ class AntreaEvaluator:
             for peer in rule.peers:
                 mask |= peer_mask(peer, policy, target, self.index)
             self._peer_cache[key] = mask
-        return mask
-
-    def _port_mask(self, rule: AntreaRule, port: int, protocol: str) -> int:
-        """Destination pods for which ``rule.ports`` match ``port``/``protocol``."""
-        key = (id(rule), port, protocol)
-        mask = self._port_cache.get(key)
-        if mask is None:
-            if not rule.ports:
-                mask = self.index.all
-            elif not any(p.is_named for p in rule.ports):
-                mask = self.index.all if rule.port_matches(port, protocol, None) else 0
-            else:
-                mask = 0
-                for i, pod in enumerate(self.cluster.pods):
-                    if rule.port_matches(port, protocol, pod):
-                        mask |= 1 << i
-            self._port_cache[key] = mask
         return mask
 
     def allowed_mask(
@@ -376,7 +358,7 @@ class AntreaEvaluator:
                     return
                 if policy.is_baseline != baseline or not (applied >> target) & 1:
                     continue
-                ports = self._port_mask(rule, port, protocol)
+                ports = self.index.port_destinations(rule.ports, port, protocol)
                 if direction == "ingress":
                     hit = self._rule_peer_mask(policy, rule, target_pod) & undecided if (ports >> target) & 1 else 0
                 else:
@@ -395,9 +377,7 @@ class AntreaEvaluator:
         walk(baseline=True)
         return allowed | undecided
 
-    def _remote_matches(
-        self, policy: AntreaPolicy, rule: AntreaRule, target: Pod, remote: int | IPAddress
-    ) -> bool:
+    def _remote_matches(self, policy: AntreaPolicy, rule: AntreaRule, target: Pod, remote: int | IPAddress) -> bool:
         if not rule.peers:
             return True
         if isinstance(remote, int):
@@ -424,6 +404,8 @@ class AntreaEvaluator:
         for policy, rule, applied in self._rules[direction]:
             if policy.is_baseline != baseline or not (applied >> target) & 1:
                 continue
-            if rule.port_matches(port, protocol, destination) and self._remote_matches(policy, rule, target_pod, remote):
+            if rule.port_matches(port, protocol, destination) and self._remote_matches(
+                policy, rule, target_pod, remote
+            ):
                 return AntreaMatch(policy, rule)
         return None

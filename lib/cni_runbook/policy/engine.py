@@ -15,6 +15,8 @@ Kubernetes rules implemented here (networking.k8s.io/v1 documentation):
 
 Loopback (a pod talking to itself) is evaluated like any other pair; CNIs differ on it in
 practice, which is why :func:`cni_runbook.policy.matrix.compare` ignores it by default.
+Outside the model: Services and NAT, node / hostNetwork traffic (always allowed to and from
+the pod's own node per the docs), and established-connection reply traffic.
 
 Two evaluators share these semantics:
 
@@ -86,7 +88,17 @@ class _Endpoint:
 
     @property
     def remote(self) -> int | IPAddress:
-        return self.index if self.index is not None else self.ip  # type: ignore[return-value]
+        """The pod index, or the address of a non-pod endpoint."""
+        if self.index is not None:
+            return self.index
+        if self.ip is None:
+            raise ValueError(f"endpoint {self.label} has neither a pod nor an address")
+        return self.ip
+
+    def resolve(self, cluster: Cluster) -> Pod | IPAddress:
+        """The pod itself, or the address of a non-pod endpoint."""
+        remote = self.remote
+        return cluster.pods[remote] if isinstance(remote, int) else remote
 
 
 def _resolve(cluster: Cluster, name: str) -> _Endpoint:
@@ -103,38 +115,19 @@ def _resolve(cluster: Cluster, name: str) -> _Endpoint:
     return _Endpoint(name, None, ip)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _CompiledRule:
+    """A Kubernetes policy rule with its peer set precomputed."""
+
     policy: NetworkPolicy
-    number: int  # 1-based, for humans
     rule: Rule
     peer_mask: int  # pods the peers select (all pods when the rule has no peers)
-    index: PodIndex
-    _ports: dict[tuple[int, str], int]
-
-    def port_mask(self, port: int, protocol: str) -> int:
-        """Destination pods for which the rule's ``ports`` match ``port``/``protocol``."""
-        key = (port, protocol)
-        mask = self._ports.get(key)
-        if mask is None:
-            rule = self.rule
-            if not rule.ports:
-                mask = self.index.all
-            elif not any(p.is_named for p in rule.ports):
-                mask = self.index.all if rule.port_matches(port, protocol, None) else 0
-            else:
-                mask = 0
-                for i, pod in enumerate(self.index.cluster.pods):
-                    if rule.port_matches(port, protocol, pod):
-                        mask |= 1 << i
-            self._ports[key] = mask
-        return mask
 
     def matches_ip(self, ip: IPAddress) -> bool:
         return not self.rule.peers or any(p.matches_ip(ip) for p in self.rule.peers)
 
 
-def _compile_rule(policy: NetworkPolicy, number: int, rule: Rule, index: PodIndex) -> _CompiledRule:
+def _compile_rule(policy: NetworkPolicy, rule: Rule, index: PodIndex) -> _CompiledRule:
     if not rule.peers:
         mask = index.all
     else:
@@ -144,7 +137,7 @@ def _compile_rule(policy: NetworkPolicy, number: int, rule: Rule, index: PodInde
                 mask |= index.pods_in_block(peer.ip_block)
             else:
                 mask |= index.peer_mask(peer.pod_selector, peer.namespace_selector, policy.namespace)
-    return _CompiledRule(policy, number, rule, mask, index, {})
+    return _CompiledRule(policy, rule, mask)
 
 
 class PolicyEngine:
@@ -176,7 +169,7 @@ class PolicyEngine:
             ):
                 if not flag:
                     continue
-                compiled = [_compile_rule(policy, k + 1, r, self.index) for k, r in enumerate(rules)]
+                compiled = [_compile_rule(policy, r, self.index) for r in rules]
                 for i in range(n):
                     if (selected >> i) & 1:
                         per_pod[i].extend(compiled)
@@ -204,7 +197,7 @@ class PolicyEngine:
                 continue
             allowed = 0
             for rule in rules:
-                if (rule.port_mask(port, protocol) >> d) & 1:
+                if (self.index.port_destinations(rule.rule.ports, port, protocol) >> d) & 1:
                     allowed |= rule.peer_mask
             ingress_from.append(allowed)
         egress_to: list[int] = []
@@ -214,20 +207,22 @@ class PolicyEngine:
                 continue
             allowed = 0
             for rule in rules:
-                allowed |= rule.peer_mask & rule.port_mask(port, protocol)
+                allowed |= rule.peer_mask & self.index.port_destinations(rule.rule.ports, port, protocol)
             egress_to.append(allowed)
         self._mask_cache[key] = (ingress_from, egress_to)
         return ingress_from, egress_to
 
-    def _k8s_allows(self, direction: str, target: int, remote: int | IPAddress, port: int, protocol: str) -> tuple[bool, bool]:
+    def _k8s_allows(
+        self, direction: str, target: int, remote: int | IPAddress, port: int, protocol: str
+    ) -> tuple[bool, bool]:
         """(isolated, allowed) for the Kubernetes policies of pod ``target``."""
         isolated = self.ingress_isolated if direction == "ingress" else self.egress_isolated
         if not (isolated >> target) & 1:
             return False, True
         if isinstance(remote, int):
             ingress_from, egress_to = self._k8s_masks(port, protocol)
-            mask, bit = (ingress_from[target], remote) if direction == "ingress" else (egress_to[target], remote)
-            return True, bool((mask >> bit) & 1)
+            mask = ingress_from[target] if direction == "ingress" else egress_to[target]
+            return True, bool((mask >> remote) & 1)
         rules = self._ingress_rules[target] if direction == "ingress" else self._egress_rules[target]
         destination = self.cluster.pods[target] if direction == "ingress" else None
         for rule in rules:
@@ -237,7 +232,9 @@ class PolicyEngine:
 
     # ------------------------------------------------------------------ combined
 
-    def _direction(self, direction: str, target: int, remote: int | IPAddress, port: int, protocol: str) -> tuple[bool, bool]:
+    def _direction(
+        self, direction: str, target: int, remote: int | IPAddress, port: int, protocol: str
+    ) -> tuple[bool, bool]:
         """(allowed, rejected) for one direction at pod ``target``."""
         if self.antrea:
             match = self.antrea.first_match(direction, target, remote, port, protocol, baseline=False)
@@ -258,10 +255,16 @@ class PolicyEngine:
         s, d = _resolve(self.cluster, src), _resolve(self.cluster, dst)
         if s.index is None and d.index is None:
             raise ValueError(f"probe {src} -> {dst}: at least one end must be a pod of the cluster")
-        egress, eg_rej = (True, False) if s.index is None else self._direction("egress", s.index, d.remote, port, protocol)
-        ingress, in_rej = (True, False) if d.index is None else self._direction("ingress", d.index, s.remote, port, protocol)
+        egress, eg_rej = (
+            (True, False) if s.index is None else self._direction("egress", s.index, d.remote, port, protocol)
+        )
+        ingress, in_rej = (
+            (True, False) if d.index is None else self._direction("ingress", d.index, s.remote, port, protocol)
+        )
         allowed = egress and ingress
-        return Verdict(s.label, d.label, port, protocol, allowed, egress, ingress, rejected=not allowed and (eg_rej or in_rej))
+        return Verdict(
+            s.label, d.label, port, protocol, allowed, egress, ingress, rejected=not allowed and (eg_rej or in_rej)
+        )
 
     def evaluate(self, probes: Iterable[Probe | tuple[str, str, int] | tuple[str, str, int, str]]) -> list[Verdict]:
         """Expected outcome of each probe, in order."""
@@ -278,21 +281,25 @@ class PolicyEngine:
         n = len(keys)
         if not self.antrea:
             ingress_from, egress_to = self._k8s_masks(port, protocol)
-            rows = [
-                [bool((egress_to[s] >> d) & 1 and (ingress_from[d] >> s) & 1) for d in range(n)] for s in range(n)
-            ]
+            rows = [[bool((egress_to[s] >> d) & 1 and (ingress_from[d] >> s) & 1) for d in range(n)] for s in range(n)]
         else:
             ingress_from, egress_to = self._k8s_masks(port, protocol)
             ingress_ok = [
-                self.antrea.allowed_mask("ingress", d, port, protocol, bool((self.ingress_isolated >> d) & 1), ingress_from[d])
+                self.antrea.allowed_mask(
+                    "ingress", d, port, protocol, bool((self.ingress_isolated >> d) & 1), ingress_from[d]
+                )
                 for d in range(n)
             ]
             egress_ok = [
-                self.antrea.allowed_mask("egress", s, port, protocol, bool((self.egress_isolated >> s) & 1), egress_to[s])
+                self.antrea.allowed_mask(
+                    "egress", s, port, protocol, bool((self.egress_isolated >> s) & 1), egress_to[s]
+                )
                 for s in range(n)
             ]
             rows = [[bool((egress_ok[s] >> d) & 1 and (ingress_ok[d] >> s) & 1) for d in range(n)] for s in range(n)]
-        frame = pd.DataFrame(rows, index=pd.Index(keys, name="from"), columns=pd.Index(keys, name="to"), dtype="boolean")
+        frame = pd.DataFrame(
+            rows, index=pd.Index(keys, name="from"), columns=pd.Index(keys, name="to"), dtype="boolean"
+        )
         return frame
 
     def explain(self, src: str, dst: str, port: int, protocol: str = "TCP") -> list[str]:
@@ -339,7 +346,9 @@ def _k8s_direction_naive(
             if peer_ok and rule.port_matches(port, protocol, destination):
                 allowing.append(_describe_rule(policy, rule, number, direction))
             elif peer_ok:
-                near.append(f"{_describe_rule(policy, rule, number, direction)} selects {remote_label} but not {protocol}/{port}")
+                near.append(
+                    f"{_describe_rule(policy, rule, number, direction)} selects {remote_label} but not {protocol}/{port}"
+                )
     names = ", ".join(p.key for p in selecting)
     if allowing:
         return True, True, [f"{where}: allowed by {' and by '.join(allowing)}"]
@@ -349,7 +358,9 @@ def _k8s_direction_naive(
         f"{remote_label} on {protocol}/{port}"
     ]
     if empty:
-        reasons.append(f"{where}: {', '.join(empty)} {'has' if len(empty) == 1 else 'have'} no {direction} rules (deny all)")
+        reasons.append(
+            f"{where}: {', '.join(empty)} {'has' if len(empty) == 1 else 'have'} no {direction} rules (deny all)"
+        )
     reasons.extend(f"{where}: {n}" for n in near)
     return True, False, reasons
 
@@ -397,16 +408,27 @@ def _direction_naive(
         policy, rule = hit
         if rule.action != "Pass":
             verb = "allowed" if rule.action == "Allow" else ("rejected" if rule.action == "Reject" else "dropped")
-            return rule.action == "Allow", rule.action == "Reject", [f"{where}: {verb} by Antrea {policy.rule_label(rule)}"]
+            return (
+                rule.action == "Allow",
+                rule.action == "Reject",
+                [f"{where}: {verb} by Antrea {policy.rule_label(rule)}"],
+            )
         reasons.append(f"{where}: Antrea {policy.rule_label(rule)} passes the decision to Kubernetes policies")
-    isolated, allowed, k8s_reasons = _k8s_direction_naive(cluster, policies, direction, target, remote, remote_label, port, protocol)
+    isolated, allowed, k8s_reasons = _k8s_direction_naive(
+        cluster, policies, direction, target, remote, remote_label, port, protocol
+    )
     if isolated or not antrea:
         return allowed, False, reasons + k8s_reasons
     hit = _antrea_first_naive(cluster, antrea, direction, target, remote, port, protocol, baseline=True)
     if hit is not None:
         policy, rule = hit
         verb = "allowed" if rule.action == "Allow" else ("rejected" if rule.action == "Reject" else "dropped")
-        return rule.action == "Allow", rule.action == "Reject", reasons + [f"{where}: not isolated by Kubernetes policies; {verb} by Antrea baseline {policy.rule_label(rule)}"]
+        return (
+            rule.action == "Allow",
+            rule.action == "Reject",
+            reasons
+            + [f"{where}: not isolated by Kubernetes policies; {verb} by Antrea baseline {policy.rule_label(rule)}"],
+        )
     return True, False, reasons + k8s_reasons
 
 
@@ -427,20 +449,21 @@ def naive_verdict(
     s, d = _resolve(cluster, probe.src), _resolve(cluster, probe.dst)
     if s.index is None and d.index is None:
         raise ValueError(f"probe {probe.src} -> {probe.dst}: at least one end must be a pod of the cluster")
-    src_pod = cluster.pods[s.index] if s.index is not None else None
-    dst_pod = cluster.pods[d.index] if d.index is not None else None
+    src, dst = s.resolve(cluster), d.resolve(cluster)
     reasons: list[str] = []
-    if src_pod is None:
+    if not isinstance(src, Pod):
         egress, eg_rej = True, False
         reasons.append(f"egress from {s.label}: not a pod, no policy applies")
     else:
-        egress, eg_rej, more = _direction_naive(cluster, k8s, antrea, "egress", src_pod, dst_pod or d.ip, d.label, probe.port, protocol)  # type: ignore[arg-type]
+        egress, eg_rej, more = _direction_naive(cluster, k8s, antrea, "egress", src, dst, d.label, probe.port, protocol)
         reasons.extend(more)
-    if dst_pod is None:
+    if not isinstance(dst, Pod):
         ingress, in_rej = True, False
         reasons.append(f"ingress to {d.label}: not a pod, no policy applies")
     else:
-        ingress, in_rej, more = _direction_naive(cluster, k8s, antrea, "ingress", dst_pod, src_pod or s.ip, s.label, probe.port, protocol)  # type: ignore[arg-type]
+        ingress, in_rej, more = _direction_naive(
+            cluster, k8s, antrea, "ingress", dst, src, s.label, probe.port, protocol
+        )
         reasons.extend(more)
     allowed = egress and ingress
     rejected = not allowed and (eg_rej or in_rej)

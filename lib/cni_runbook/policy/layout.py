@@ -140,10 +140,7 @@ def layout_from_dict(data: Mapping[str, Any]) -> Layout:
         ns_spec = ns_spec or {}
         namespaces[str(ns_name)] = {str(k): str(v) for k, v in (ns_spec.get("labels") or {}).items()}
         raw_pods = ns_spec.get("pods") or ()
-        if isinstance(raw_pods, Mapping):
-            items = list(raw_pods.items())
-        else:
-            items = [(name, {}) for name in raw_pods]
+        items = list(raw_pods.items()) if isinstance(raw_pods, Mapping) else [(name, {}) for name in raw_pods]
         if not items:
             raise ValueError(f"namespace {ns_name!r} in the layout has no pods")
         for pod_name, pod_spec in items:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .model import Cluster, IPBlock, LabelSelector
+from .model import Cluster, IPBlock, LabelSelector, PortSpec
 
 
 def bits(mask: int) -> Iterator[int]:
@@ -36,6 +36,7 @@ class PodIndex:
         self._pods_cache: dict[LabelSelector, int] = {}
         self._ns_cache: dict[LabelSelector, int] = {}
         self._ip_cache: dict[IPBlock, int] = {}
+        self._port_cache: dict[tuple[tuple[PortSpec, ...], int, str], int] = {}
 
     def pods_matching(self, selector: LabelSelector) -> int:
         """Pods (in any namespace) whose labels match ``selector``."""
@@ -89,4 +90,22 @@ class PodIndex:
             mask = self.all
         if pod_selector is not None:
             mask &= self.pods_matching(pod_selector)
+        return mask
+
+    def port_destinations(self, ports: tuple[PortSpec, ...], port: int, protocol: str) -> int:
+        """Destination pods for which a rule's ``ports`` list (empty = all ports) matches
+        ``port``/``protocol``. Only named ports make the answer differ between pods."""
+        key = (ports, port, protocol)
+        mask = self._port_cache.get(key)
+        if mask is None:
+            if not ports:
+                mask = self.all
+            elif not any(p.is_named for p in ports):
+                mask = self.all if any(p.matches(port, protocol, None) for p in ports) else 0
+            else:
+                mask = 0
+                for i, pod in enumerate(self.cluster.pods):
+                    if any(p.matches(port, protocol, pod) for p in ports):
+                        mask |= 1 << i
+            self._port_cache[key] = mask
         return mask

@@ -263,7 +263,7 @@ class IPBlock:
         cidr = ipaddress.ip_network(str(data["cidr"]), strict=False)
         excepts = tuple(ipaddress.ip_network(str(e), strict=False) for e in data.get("except") or ())
         for e in excepts:
-            if e.version != cidr.version or not e.subnet_of(cidr):  # type: ignore[arg-type]
+            if e.network_address not in cidr or e.broadcast_address not in cidr:
                 raise ValueError(f"ipBlock except {e} is not inside cidr {cidr}")
         return cls(cidr=cidr, excepts=excepts)
 

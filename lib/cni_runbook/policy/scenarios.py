@@ -94,7 +94,7 @@ def builtin_scenarios(
     if len(ports) < 2:
         raise ValueError("built-in scenarios need two probe ports")
     probes = tuple((p, protocol) for p in ports)
-    everyone = {"namespaceSelector": {}}
+    everyone: dict[str, Any] = {"namespaceSelector": {}}
 
     deny_ingress = network_policy("default-deny-ingress", target, {"podSelector": {}, "policyTypes": ["Ingress"]})
 
@@ -110,7 +110,9 @@ def builtin_scenarios(
 
     isolation = tuple(
         network_policy(
-            "namespace-isolation", ns, {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [{"podSelector": {}}]}]}
+            "namespace-isolation",
+            ns,
+            {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [{"podSelector": {}}]}]},
         )
         for ns in namespaces
     )
@@ -146,7 +148,10 @@ def builtin_scenarios(
             "podSelector": {},
             "policyTypes": ["Ingress"],
             "ingress": [
-                {"from": [everyone], "ports": [{"protocol": protocol, "port": _named_port(cluster, target, allowed_port, protocol)}]}
+                {
+                    "from": [everyone],
+                    "ports": [{"protocol": protocol, "port": _named_port(cluster, target, allowed_port, protocol)}],
+                }
             ],
         },
     )
