@@ -34,9 +34,10 @@ def expected_matrix(
     port: int,
     protocol: str = "TCP",
     antrea_policies: Iterable[AntreaLike] = (),
+    tiers: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
     """Expected reachability of every pod pair on ``protocol/port``."""
-    return PolicyEngine(cluster, policies, antrea_policies).matrix(port, protocol)
+    return PolicyEngine(cluster, policies, antrea_policies, tiers).matrix(port, protocol)
 
 
 def _frame(rows: Sequence[Sequence[Any]], sources: Sequence[str], destinations: Sequence[str]) -> pd.DataFrame:
@@ -183,9 +184,10 @@ def explain_cell(
     port: int,
     protocol: str = "TCP",
     antrea_policies: Iterable[AntreaLike] = (),
+    tiers: Mapping[str, int] | None = None,
 ) -> list[str]:
     """Which policy/rule allows or denies one cell (see :meth:`PolicyEngine.explain`)."""
-    return PolicyEngine(cluster, policies, antrea_policies).explain(src, dst, port, protocol)
+    return PolicyEngine(cluster, policies, antrea_policies, tiers).explain(src, dst, port, protocol)
 
 
 def explain_mismatches(
