@@ -89,6 +89,24 @@ def test_every_image_comes_from_the_lab_registry(name, image):
             assert all(c["imagePullPolicy"] == "IfNotPresent" for c in _containers(_pod_spec(doc)))
 
 
+@pytest.mark.parametrize("name", ["kube-router", "coredns"])
+def test_objects_validate_against_the_kubernetes_api_schema(name):
+    """The official client's models forbid unknown fields and check types (what a typo'd
+    field or a string port would fail on at the API server), without needing a cluster."""
+    client = pytest.importorskip("kubernetes.client")
+    for doc in _load(name):
+        assert doc["apiVersion"] in ("v1", "apps/v1", "rbac.authorization.k8s.io/v1")
+        getattr(client, "V1" + doc["kind"]).model_validate(doc)
+
+
+def test_schema_validation_catches_a_misspelled_field():
+    client = pytest.importorskip("kubernetes.client")
+    service = _one(_load("coredns"), "Service")
+    service["spec"]["clusterIp"] = service["spec"].pop("clusterIP")
+    with pytest.raises(ValueError, match="clusterIp"):
+        client.V1Service.model_validate(service)
+
+
 def test_unknown_manifest_is_a_clear_error():
     with pytest.raises(KeyError, match="known: coredns, kube-router"):
         images.manifest_path("flannel")

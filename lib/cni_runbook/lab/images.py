@@ -749,7 +749,9 @@ def build_layout(
     if record_path.exists() and not force:
         try:
             if json.loads(record_path.read_text()).get("cache_key") == key:
-                return _read_ref(layout, rec.name, rec.repo, rec.tag, rebuilt=False)
+                ref = _read_ref(layout, rec.name, rec.repo, rec.tag, rebuilt=False)
+                progress(f"[images] {rec.name}:{rec.tag} up to date ({ref.manifest_digest[:19]})")
+                return ref
         except (ValueError, OSError):
             pass  # unreadable record: rebuild
 
