@@ -216,7 +216,7 @@ def _kubelet_config(cfg: LabConfig, node: Node) -> dict:
         },
         "authorization": {"mode": "Webhook"},
         "cgroupDriver": "cgroupfs",
-        "cgroupRoot": f"/cnilab/{node.name}",
+        "cgroupRoot": f"/{cfg.cgroup_parent}/{node.name}",
         "cgroupsPerQOS": True,
         "enforceNodeAllocatable": ["pods"],
         "clusterDNS": [str(cfg.cluster_dns)],

@@ -29,12 +29,24 @@ def cache_dir() -> Path:
     return _xdg("XDG_CACHE_HOME", ".cache") / "cni-runbook"
 
 
-def default_state_dir() -> Path:
+def lab_index() -> int:
+    """Which lab instance this process addresses (``CNI_RUNBOOK_LAB_INDEX``, default 0).
+
+    Instances use disjoint names and addresses (bridge ``cnilab<i>``, network
+    10.99.<i>.0/24, state folder ``lab<i>``), so several labs can run side by side.
+    """
+    raw = os.environ.get("CNI_RUNBOOK_LAB_INDEX", "0")
+    if not raw.isdigit() or not 0 <= int(raw) <= 9:
+        raise ValueError(f"CNI_RUNBOOK_LAB_INDEX must be a digit 0-9, got {raw!r}")
+    return int(raw)
+
+
+def default_state_dir(index: int = 0) -> Path:
     """Where a running lab keeps its certificates, configs, logs and node folders."""
     override = os.environ.get("CNI_RUNBOOK_LAB_STATE")
     if override:
         return Path(override)
-    return _xdg("XDG_STATE_HOME", ".local/state") / "cni-runbook" / "lab"
+    return _xdg("XDG_STATE_HOME", ".local/state") / "cni-runbook" / ("lab" if index == 0 else f"lab{index}")
 
 
 @dataclass(frozen=True)
@@ -42,36 +54,62 @@ class Node:
     name: str
     ip: IPv4Address
     control_plane: bool = False
+    lab: str = "cnilab0"
 
     @property
     def netns(self) -> str:
-        return f"cnilab-{self.name}"
+        return f"{self.lab}-{self.name}"
 
     @property
     def host_veth(self) -> str:
-        # Interface names are limited to 15 characters.
-        return f"cl-{self.name}"[:15]
+        # Interface names are limited to 15 characters: "c0-lab-cp1".
+        return f"c{self.lab.removeprefix('cnilab')}-{self.name}"[:15]
+
+
+NODE_NAMES = (("lab-cp1", True), ("lab-w1", False), ("lab-w2", False))
 
 
 @dataclass(frozen=True)
 class LabConfig:
-    """Addresses and names of the lab. Matches Kubespray's defaults where it can."""
+    """Addresses and names of one lab instance. Matches Kubespray's defaults where it can."""
 
-    bridge: str = "cnilab0"
-    network: IPv4Network = IPv4Network("10.99.0.0/24")
-    gateway: IPv4Address = IPv4Address("10.99.0.1")
-    nodes: tuple[Node, ...] = (
-        Node("lab-cp1", IPv4Address("10.99.0.11"), control_plane=True),
-        Node("lab-w1", IPv4Address("10.99.0.12")),
-        Node("lab-w2", IPv4Address("10.99.0.13")),
-    )
+    index: int = field(default_factory=lab_index)
     service_cidr: IPv4Network = IPv4Network("10.233.0.0/18")
     pod_cidr: IPv4Network = IPv4Network("10.233.64.0/18")
     node_prefix: int = 24
     cluster_dns: IPv4Address = IPv4Address("10.233.0.3")
     cluster_domain: str = "cluster.local"
     registry_port: int = 5000
-    state_dir: Path = field(default_factory=default_state_dir)
+    state_dir: Path = None  # type: ignore[assignment]  # set in __post_init__
+
+    def __post_init__(self) -> None:
+        if self.state_dir is None:
+            object.__setattr__(self, "state_dir", default_state_dir(self.index))
+
+    @property
+    def name(self) -> str:
+        return f"cnilab{self.index}"
+
+    @property
+    def bridge(self) -> str:
+        return self.name
+
+    @property
+    def network(self) -> IPv4Network:
+        return IPv4Network(f"10.99.{self.index}.0/24")
+
+    @property
+    def gateway(self) -> IPv4Address:
+        return self.network.network_address + 1
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        base = self.network.network_address
+        return tuple(Node(n, base + 11 + i, cp, self.name) for i, (n, cp) in enumerate(NODE_NAMES))
+
+    @property
+    def cgroup_parent(self) -> str:
+        return self.name
 
     @property
     def control_plane(self) -> Node:

@@ -1,14 +1,14 @@
 """The lab's "hosts": one network + mount + UTS namespace per node, on a lab bridge.
 
 Each node gets
-- a network namespace ``cnilab-<node>`` with ``eth0`` (its address on the bridge
-  ``cnilab0``) and a default route via the bridge's host address,
+- a network namespace ``cnilab<i>-<node>`` with ``eth0`` (its address on the bridge
+  ``cnilab<i>``) and a default route via the bridge's host address,
 - a persistent mount namespace (bind-mounted file under ``<state>/ns``) in which the
   node-specific folders are bind-mounted over the standard paths (``/var/lib/kubelet``,
   ``/etc/cni``, ``/opt/cni``, ``/var/lib/containerd`` ...), so DaemonSets that mount
   host paths see that node's files, exactly as on a real host,
 - a UTS namespace with its own hostname,
-- a cgroup parent ``/cnilab/<node>`` in every cgroup v1 hierarchy (the kubelet's cgroupRoot).
+- a cgroup parent ``/cnilab<i>/<node>`` in every cgroup v1 hierarchy (the kubelet's cgroupRoot).
 
 Processes enter a node with ``nsenter`` (not ``ip netns exec``, which remounts /sys
 and hides the cgroup mounts from runc).
@@ -46,9 +46,9 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd")
 
 _FORWARD_RULES = (
-    ["-i", "{br}", "-o", "{br}", "-j", "ACCEPT", "-m", "comment", "--comment", "cnilab: bridged node traffic"],
-    ["-i", "{br}", "!", "-o", "{br}", "-j", "DROP", "-m", "comment", "--comment", "cnilab: keep lab traffic on the lab bridge"],
-    ["-o", "{br}", "!", "-i", "{br}", "-j", "DROP", "-m", "comment", "--comment", "cnilab: nothing routed into the lab"],
+    ["-i", "{br}", "-o", "{br}", "-j", "ACCEPT", "-m", "comment", "--comment", "{br}: bridged node traffic"],
+    ["-i", "{br}", "!", "-o", "{br}", "-j", "DROP", "-m", "comment", "--comment", "{br}: keep lab traffic on the lab bridge"],
+    ["-o", "{br}", "!", "-i", "{br}", "-j", "DROP", "-m", "comment", "--comment", "{br}: nothing routed into the lab"],
 )
 
 
@@ -99,7 +99,7 @@ def _record_created_dirs(cfg: LabConfig, paths: list[str]) -> None:
 
 
 def _cgroup_dirs(node: Node) -> list[Path]:
-    return [CGROUP_ROOT / c / "cnilab" / node.name for c in CGROUP_CONTROLLERS if (CGROUP_ROOT / c).is_dir()]
+    return [CGROUP_ROOT / c / node.lab / node.name for c in CGROUP_CONTROLLERS if (CGROUP_ROOT / c).is_dir()]
 
 
 def _create_cgroups(node: Node) -> None:
@@ -139,7 +139,7 @@ def create_node(cfg: LabConfig, node: Node) -> None:
                 Path(target).mkdir(parents=True)
         _record_created_dirs(cfg, created)
         hosts = node_dir / "hosts"
-        lines = ["127.0.0.1 localhost", f"{cfg.gateway} cnilab-host"]
+        lines = ["127.0.0.1 localhost", f"{cfg.gateway} {cfg.name}-host"]
         lines += [f"{n.ip} {n.name}" for n in cfg.nodes]
         hosts.write_text("\n".join(lines) + "\n")
         script = [f"umount -l {cfg.ns_dir}", f"hostname {node.name}"]
@@ -213,7 +213,7 @@ def _remove_cgroups(node: Node) -> None:
         for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
             quiet_rmdir(sub)
         quiet_rmdir(d)
-        quiet_rmdir(d.parent)  # /cnilab, once the last node is gone
+        quiet_rmdir(d.parent)  # /cnilab<i>, once the last node is gone
 
 
 def quiet_rmdir(path: Path) -> None:
@@ -269,7 +269,7 @@ def leftovers(cfg: LabConfig) -> list[str]:
         if str(cfg.state_dir) in line.split()[4]:
             found.append(f"mount {line.split()[4]}")
     rules = run(["iptables", "-S", "FORWARD"], check=False).stdout
-    found += [f"iptables rule: {r}" for r in rules.splitlines() if "cnilab" in r]
+    found += [f"iptables rule: {r}" for r in rules.splitlines() if f"{cfg.bridge}:" in r]
     return found
 
 
