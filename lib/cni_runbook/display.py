@@ -1,7 +1,8 @@
 """Display helpers shared by the notebooks: tables, badges, heatmaps, progress bars.
 
-Functions return objects Jupyter renders (pandas Stylers, Markdown) so a notebook cell stays a
-single call; they never compute anything the lib does not already return.
+Functions return objects that render as HTML or Markdown in Jupyter and as plain text in batch
+logs (papermill's log output), so a notebook cell stays a single call; they never compute
+anything the lib does not already return.
 """
 
 from __future__ import annotations
@@ -10,7 +11,22 @@ from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
-from IPython.display import Markdown
+
+class Shown:
+    """What a display helper returns: HTML or Markdown in Jupyter, plain text in batch logs."""
+
+    def __init__(self, text: str, html: str | None = None, markdown: str | None = None) -> None:
+        self.text, self.html, self.markdown = text, html, markdown
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_html_(self) -> str | None:
+        return self.html
+
+    def _repr_markdown_(self) -> str | None:
+        return self.markdown
+
 
 _STATUS_COLOURS = {"passed": "#d4edda", "planned": "#dbe9f6", "skipped": "#eeeeee", "failed": "#f8d7da",
                    "running": "#fff3cd"}
@@ -40,7 +56,7 @@ def _status_style(value: Any) -> str:
     return f"background-color: {colour}" if colour else ""
 
 
-def table(rows: list[dict[str, Any]] | pd.DataFrame, caption: str | None = None):
+def table(rows: list[dict[str, Any]] | pd.DataFrame, caption: str | None = None) -> Shown:
     """A styled table without the index; a ``status`` column is coloured by status."""
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
     styler = df.style.hide(axis="index").set_properties(**{"text-align": "left"})
@@ -48,10 +64,11 @@ def table(rows: list[dict[str, Any]] | pd.DataFrame, caption: str | None = None)
         styler = styler.map(_status_style, subset=["status"])
     if caption:
         styler = styler.set_caption(caption)
-    return styler
+    text = df.to_string(index=False) if not df.empty else "(empty)"
+    return Shown(f"{caption}\n{text}" if caption else text, html=styler.to_html())
 
 
-def stage_header(ctx) -> Markdown:
+def stage_header(ctx) -> Shown:
     """Title block of a stage: mode, site, run folder, params files."""
     mode = "**PLAN** - renders and records, touches no host and no cluster" if ctx.plan else "**APPLY**"
     files = ", ".join(f"`{f['path']}`" for f in ctx.loaded.files) or "(defaults only)"
@@ -61,12 +78,14 @@ def stage_header(ctx) -> Markdown:
              f"- run folder: `{ctx.run_dir}`", f"- artifacts: `{ctx.artifacts}`", f"- params: {files}"]
     if sets:
         lines.append(f"- overrides: {sets}")
-    return Markdown("\n".join(lines))
+    text = "\n".join(lines)
+    return Shown(text, markdown=text)
 
 
-def result(record: dict[str, Any]) -> Markdown:
+def result(record: dict[str, Any]) -> Shown:
     """A one-line summary of a stage result."""
-    return Markdown(f"**{record['stage']}: {record['status'].upper()}** - {record['summary']}")
+    text = f"{record['stage']}: {record['status'].upper()} - {record['summary']}"
+    return Shown(text, markdown=f"**{record['stage']}: {record['status'].upper()}** - {record['summary']}")
 
 
 def heatmap(matrix: pd.DataFrame, caption: str | None = None, cmap: str = "RdYlGn"):
