@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -143,7 +144,7 @@ def test_daemonset_runs_everywhere_including_not_ready_nodes(kube_router):
     assert spec["priorityClassName"] == "system-node-critical"
 
 
-def test_kube_router_container_flags_probes_and_api_server(kube_router):
+def test_kube_router_container_flags_probes_and_api_access(kube_router):
     spec = _pod_spec(_one(kube_router, "DaemonSet", "kube-router"))
     (main,) = spec["containers"]
     required = ("--run-router=true", "--run-firewall=true", "--run-service-proxy=false", "--bgp-graceful-restart=true")
@@ -153,7 +154,10 @@ def test_kube_router_container_flags_probes_and_api_server(kube_router):
     for probe in ("livenessProbe", "readinessProbe"):
         assert main[probe]["httpGet"] == {"path": "/healthz", "port": 20244}
     env = {e["name"]: e.get("value") for e in main["env"]}
-    assert f"https://{env['KUBERNETES_SERVICE_HOST']}:{env['KUBERNETES_SERVICE_PORT']}" == "https://10.99.0.11:6443"
+    # in-cluster config through the `kubernetes` Service (kube-proxy runs before any CNI):
+    # no lab address baked in, so parallel labs (CNI_RUNBOOK_LAB_INDEX) share the manifest
+    assert "KUBERNETES_SERVICE_HOST" not in env
+    assert "10.99." not in yaml.safe_dump_all(kube_router)
     assert env["KUBE_ROUTER_CNI_CONF_FILE"] == "/etc/cni/net.d/10-kuberouter.conflist"
     assert "NODE_NAME" in env
 
@@ -271,3 +275,122 @@ def test_corefile_serves_the_cluster_domain_and_forwards_nowhere(coredns):
     assert "kubernetes cluster.local in-addr.arpa ip6.arpa {" in corefile
     assert "prometheus :9153" in corefile
     assert "forward" not in corefile, "the lab is air-gapped: no upstream resolver"
+
+
+# --- the conflist with the real CNI plugins, in throw-away network namespaces -------------------
+
+_CNI_DRIVER = r'''"""Run a CNI conflist the way containerd's libcni does, in the current network namespace
+(the "node"), for a pod network namespace held by a `sleep` process; report what happened."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+conflist_path, plugin_dir, data_dir, legacy_bin, out_path = sys.argv[1:6]
+conflist = json.load(open(conflist_path))
+subnet = "10.233.65.0/24"
+runtime = {
+    "portMappings": [{"hostPort": 30080, "containerPort": 8080, "protocol": "tcp"}],
+    "bandwidth": {"ingressRate": 10_000_000, "ingressBurst": 10_000_000,
+                  "egressRate": 10_000_000, "egressBurst": 10_000_000},
+}
+for plugin in conflist["plugins"]:
+    if plugin["type"] == "bridge":  # what kube-router writes from node.spec.podCIDR
+        plugin["ipam"]["ranges"] = [[{"subnet": subnet}]]
+        plugin["ipam"]["dataDir"] = data_dir
+
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+pod = subprocess.Popen(["unshare", "--net", "sleep", "120"])
+netns = f"/proc/{pod.pid}/ns/net"
+while os.readlink(netns) == os.readlink("/proc/self/ns/net"):
+    time.sleep(0.01)
+
+env = {"PATH": f"{legacy_bin}:/usr/sbin:/usr/bin:/sbin:/bin", "CNI_CONTAINERID": "cnilab-test",
+       "CNI_NETNS": netns, "CNI_IFNAME": "eth0", "CNI_PATH": plugin_dir}
+
+
+def invoke(command, plugin, prev):
+    conf = {**plugin, "cniVersion": conflist["cniVersion"], "name": conflist["name"]}
+    if prev is not None:
+        conf["prevResult"] = prev
+    caps = {k: runtime[k] for k, on in plugin.get("capabilities", {}).items() if on and k in runtime}
+    if caps:
+        conf["runtimeConfig"] = caps
+    proc = subprocess.run([os.path.join(plugin_dir, plugin["type"])], input=json.dumps(conf).encode(),
+                          env={**env, "CNI_COMMAND": command}, capture_output=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{command} {plugin['type']} failed: {proc.stdout.decode()} {proc.stderr.decode()}")
+    return json.loads(proc.stdout) if proc.stdout.strip() else None
+
+
+def sh(*argv):
+    return subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PATH": env["PATH"]}).stdout
+
+
+report = {}
+result = None
+for plugin in conflist["plugins"]:
+    result = invoke("ADD", plugin, result)
+pod_ip = result["ips"][0]["address"].split("/")[0]
+report["pod_ip"] = pod_ip
+report["bridge"] = json.loads(sh("ip", "-j", "addr", "show", "dev", "kube-bridge"))[0]["addr_info"][0]["local"]
+report["qdiscs"] = sh("tc", "qdisc", "show")
+report["nat"] = sh("iptables", "-t", "nat", "-S")
+
+# a pod listener on 8080, reached directly and through the hostPort on the node
+listener = subprocess.Popen(["nsenter", f"--net={netns}", sys.executable, "-c",
+    "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+    "s.bind(('0.0.0.0',8080));s.listen(8)\n"
+    "while True:\n c,_=s.accept();c.sendall(b'pod');c.close()"])
+time.sleep(0.3)
+for name, addr in (("direct", (pod_ip, 8080)), ("hostport", (report["bridge"], 30080))):
+    try:
+        with socket.create_connection(addr, timeout=3) as c:
+            report[name] = c.recv(16).decode()
+    except OSError as err:
+        report[name] = f"error: {err}"
+listener.kill()
+
+for plugin in reversed(conflist["plugins"]):
+    invoke("DEL", plugin, result)
+report["nat_after_del"] = sh("iptables", "-t", "nat", "-S")
+report["links_after_del"] = sh("ip", "-o", "link", "show")
+pod.kill()
+json.dump(report, open(out_path, "w"), indent=1)
+'''
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+@pytest.mark.skipif(
+    not all((images._CNI_PLUGIN_DIR / p).exists() for p in images.CNI_PLUGINS),
+    reason="Debian package containernetworking-plugins not installed",
+)
+def test_conflist_works_with_the_cni_plugins_on_this_kernel(kube_router, tmp_path):
+    """ADD and DEL the lab conflist like containerd does, for a pod in a private network
+    namespace under a private "node" namespace (nothing touches the host's network):
+    the pod gets an address, is reachable directly and through a hostPort (portmap with
+    legacy iptables), and the bandwidth plugin shapes both directions with tbf."""
+    (tmp_path / "conflist.json").write_text(_one(kube_router, "ConfigMap")["data"]["cni-conf.json"])
+    (tmp_path / "driver.py").write_text(_CNI_DRIVER)
+    legacy = tmp_path / "legacy-bin"
+    legacy.mkdir()
+    for cmd in ("iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"):
+        (legacy / cmd).symlink_to("/usr/sbin/xtables-legacy-multi")
+    (tmp_path / "ipam").mkdir()
+    argv = ["unshare", "--net", sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "conflist.json"),
+            str(images._CNI_PLUGIN_DIR), str(tmp_path / "ipam"), str(legacy), str(tmp_path / "report.json")]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+
+    assert report["bridge"] == "10.233.65.1" and report["pod_ip"].startswith("10.233.65.")
+    assert report["direct"] == "pod"
+    assert report["hostport"] == "pod"
+    assert "CNI-HOSTPORT-DNAT" in report["nat"] and "--dport 30080" in report["nat"]
+    tbf = [line for line in report["qdiscs"].splitlines() if line.startswith("qdisc tbf")]
+    assert len(tbf) == 2 and all("rate 10Mbit" in line for line in tbf)  # pod ingress on the veth, egress on ifb
+    assert "--dport 30080" not in report["nat_after_del"]  # the pod's DNAT chain is gone
+    assert "veth" not in report["links_after_del"] and "bwp" not in report["links_after_del"]
