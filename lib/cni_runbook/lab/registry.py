@@ -1,7 +1,7 @@
 """The lab's local image registry: configuration for Debian's docker-registry and a push client.
 
-The lab runs ``/usr/bin/docker-registry serve <config>`` on 10.99.0.1:5000 (plain HTTP)
-with its storage in the build cache; the nodes' containerd reaches it as
+The lab runs ``/usr/bin/docker-registry serve <config>`` on the lab bridge's host address
+(10.99.0.1:5000 for the default lab, plain HTTP) with its storage in the build cache; the nodes' containerd reaches it as
 ``registry.cnilab.local:5000``. This module writes that config, says which argv
 starts the server (starting and stopping it is the lab supervisor's job), waits
 until it answers, and pushes OCI image layouts over the Registry HTTP API v2 with
@@ -45,7 +45,7 @@ __all__ = [
 
 #: Debian's docker-registry (package docker-registry).
 DOCKER_REGISTRY = Path("/usr/bin/docker-registry")
-#: Where the lab serves the registry (on the host side of the cnilab0 bridge).
+#: Where the default lab serves the registry (host side of the cnilab0 bridge).
 LAB_REGISTRY_ADDR = "10.99.0.1:5000"
 
 # Requests only ever go to the lab's own addresses: never through an HTTP proxy
