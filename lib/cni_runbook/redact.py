@@ -38,6 +38,7 @@ _KEY_VALUE = re.compile(
     r"""(?ix)
     ( \b[\w-]*(?:token|password|passwd|secret|client-key-data|client-certificate-data|private[_-]?key)
       ["']? \s* [:=] \s* ["']? )
+    (?!\[REDACTED\])                     # already scrubbed
     ( [^\s"',}\]]+ )""")
 _HARMLESS = {"true", "false", "null", "none", "~", "''", '""', MARK.lower()}
 _KUBECONFIG_CREDENTIALS = ("client-key-data", "client-certificate-data", "token", "password")

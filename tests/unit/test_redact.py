@@ -21,6 +21,7 @@ def test_patterns_scrub_pem_bearer_and_secret_keys():
     for secret in ("abc123def", "zzz999zzz", "eyJhbGciOiJIUzI1NiJ9", "MIIB"):
         assert secret not in out
     assert "become_password: env:PW" in out  # references are not secrets
+    assert red.text(out) == out  # scrubbing twice changes nothing
     assert "serviceAccountToken: true" in out
 
 
@@ -95,3 +96,20 @@ def test_a_leaky_stage_is_scrubbed_everywhere(tmp_path, monkeypatch, kit):
     assert kit.files_containing(result.run_dir, kit.CANARIES) == {}
     record = json.loads((result.run_dir / "run.json").read_text())
     assert record["stages"][0]["error"]["evalue"] == f"failed with {MARK}"
+
+
+from hypothesis import assume, given, settings, strategies as st
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="[]"), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(secret=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.:/+=!@#$%^&*", min_size=6, max_size=40),
+       before=_TEXT, after=_TEXT)
+def test_a_known_secret_never_survives(secret, before, after):
+    assume(secret.strip() == secret)
+    red = Redactor([secret])
+    once = red.text(before + secret + after)
+    assert secret not in once
+    assert red.text(once) == once  # idempotent
+    assert secret not in json.dumps(red.data({"k": [before + secret + after]}))
