@@ -1,4 +1,15 @@
-"""Fixtures for end-to-end tests against the real local lab (root only)."""
+"""Fixtures for end-to-end tests against the real local lab (root only).
+
+One lab serves the whole test session (set ``CNI_RUNBOOK_LAB_INDEX`` to use another
+instance than 0). Test modules ask for the state they need:
+
+- ``lab.fresh()``: a newly started cluster without a CNI (what Kubespray leaves with
+  ``kube_network_plugin: none``); restarts the lab if it is up;
+- ``lab.with_cni()``: the lab with its CNI installed and the network working; reuses a
+  running lab when it already has it.
+
+The session ends with ``lab down``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +17,7 @@ import os
 
 import pytest
 
+from cni_runbook.kube import Kube
 from cni_runbook.lab import cluster
 from cni_runbook.lab.config import LabConfig
 from cni_runbook.lab.sysutil import missing_prerequisites
@@ -21,19 +33,48 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.lab)
 
 
-@pytest.fixture(scope="module")
-def lab_cluster():
-    """A freshly started lab cluster (no CNI), torn down after the module."""
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+class LabSession:
+    def __init__(self) -> None:
+        self.cfg = LabConfig()
+        self.has_cni = False
+
+    def fresh(self) -> LabConfig:
+        if cluster.phase(self.cfg) != "down":
+            cluster.down(self.cfg, progress=_say)
+        cluster.up(self.cfg, progress=_say)
+        self.has_cni = False
+        return self.cfg
+
+    def with_cni(self) -> LabConfig:
+        if cluster.phase(self.cfg) != "cluster":
+            self.fresh()
+        if not self.has_cni:
+            cluster.install_cni(self.cfg, progress=_say)
+            self.has_cni = True
+        return self.cfg
+
+    def kube(self) -> Kube:
+        return Kube.from_kubeconfig(self.cfg.admin_kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def lab():
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network namespaces, mounts, cgroups)")
     missing = missing_prerequisites(cluster.components_commands())
     if missing:
         pytest.skip("lab prerequisites missing (.ci/run installs them): " + "; ".join(missing))
-    cfg = LabConfig()
-    if cluster.phase(cfg) != "down":
-        print("\n[lab] a lab is already running: taking it down for a fresh start")
-        cluster.down(cfg)
-    cluster.up(cfg, progress=lambda m: print(m, flush=True))
-    yield cfg
-    if cluster.phase(cfg) != "down":
-        cluster.down(cfg)
+    session = LabSession()
+    yield session
+    if cluster.phase(session.cfg) != "down":
+        cluster.down(session.cfg, progress=_say)
+
+
+@pytest.fixture(scope="module")
+def lab_cluster(lab):
+    """A freshly started lab cluster without a CNI, for this module."""
+    return lab.fresh()

@@ -50,13 +50,14 @@ def test_state_matches_kubespray_with_no_network_plugin(lab_cluster, kube):
             assert resp.status == 200
 
 
-def test_lab_cni_makes_nodes_ready_and_coredns_run(lab_cluster, kube, tmp_path_factory):
+def test_lab_cni_makes_nodes_ready_and_coredns_run(lab, lab_cluster, kube, tmp_path_factory):
     objects = [o for o in yaml.safe_load_all((cluster.MANIFESTS / "kube-router.yaml").read_text()) if o]
     record = tmp_path_factory.mktemp("apply") / "applied.jsonl"
     Applier(kube, default_namespace="kube-system").apply(objects, record=record)
     rollout(kube, "DaemonSet", "kube-system", "kube-router", timeout=180)
     nodes_ready(kube, expected=len(lab_cluster.nodes), timeout=120)
     rollout(kube, "Deployment", "kube-system", "coredns", timeout=180)
+    lab.has_cni = True
     again = Applier(kube, default_namespace="kube-system").apply(objects)
     assert {a.action for a in again} == {"unchanged"}
 
@@ -111,10 +112,11 @@ def test_unreachable_port_is_reported_as_failure(workloads, kube):
     assert result.returncode not in (0, None)
 
 
-def test_down_leaves_nothing_behind(lab_cluster):
+def test_down_leaves_nothing_behind(lab, lab_cluster):
     # Runs last in this module (pytest keeps file order): the module fixture's own
     # teardown then finds the lab already down.
     cluster.down(lab_cluster)
+    lab.has_cni = False
     assert hosts.leftovers(lab_cluster) == []
     assert cluster.phase(lab_cluster) == "down"
     assert json.dumps(cluster.component_status(lab_cluster)) == "[]"

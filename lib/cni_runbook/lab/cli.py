@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     u = sub.add_parser("up", help="bring the lab up (a no-op when it is already up)")
     u.add_argument("--hosts-only", action="store_true",
                    help="stop after the bare hosts (namespaces + sshd), before Kubernetes")
+    u.add_argument("--with-cni", action="store_true",
+                   help="also install the lab CNI (kube-router) directly; the runbook's stage 02 normally does this")
     u.add_argument("--timeout", type=float, default=180, help="seconds to wait for the cluster (default 180)")
     sub.add_parser("down", help="stop the lab and remove everything it created")
     sub.add_parser("status", help="show each lab component and node")
@@ -40,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if cmd == "up":
         print(cluster.up(cfg, hosts_only=args.hosts_only, timeout=args.timeout))
+        if args.with_cni and not args.hosts_only:
+            cluster.install_cni(cfg)
+            print("lab CNI installed: nodes Ready, CoreDNS running")
         return 0
     if cmd == "down":
         cluster.down(cfg)

@@ -26,6 +26,7 @@ import yaml
 
 from ..kube import Kube
 from ..kube.apply import Applier
+from ..kube.wait import watch_until
 from . import components, hosts, images_step
 from .build import build
 from .config import LabConfig
@@ -185,6 +186,10 @@ def _install_addons(cfg: LabConfig, progress: Progress) -> None:
                              {"metadata": {"labels": {"node-role.kubernetes.io/control-plane": ""}}})
         objects = [o for o in yaml.safe_load_all((MANIFESTS / "coredns.yaml").read_text()) if o]
         Applier(kube, default_namespace="kube-system").apply(objects)
+        replicas = next(o["spec"].get("replicas", 1) for o in objects if o["kind"] == "Deployment")
+        watch_until(kube.core.list_namespaced_pod,
+                    lambda pods: (len(pods) >= replicas, f"CoreDNS pods created: {len(pods)}/{replicas}"),
+                    60, "CoreDNS pods to be created", namespace="kube-system", label_selector="k8s-app=kube-dns")
         progress("[lab] CoreDNS deployed (Pending until a CNI is installed)")
     finally:
         kube.close()
@@ -237,3 +242,24 @@ def status_text(cfg: LabConfig | None = None) -> str:
         for name, ready, message in map(node_summary, registered_nodes(cfg)):
             lines.append(f"node {name:<10} Ready={ready:<6} {message[:90]}")
     return "\n".join(lines)
+
+
+def install_cni(cfg: LabConfig | None = None, progress: Progress = print, timeout: float = 240) -> list:
+    """Install the lab CNI (kube-router) through the apply engine and wait for a working network.
+
+    Stage 02 does the same through the runbook (with rendering, records and rollback);
+    this shortcut serves the lab's own tests and ``cni-runbook lab up --with-cni``.
+    """
+    from ..kube.wait import nodes_ready, rollout
+
+    cfg = cfg or LabConfig()
+    kube = Kube.from_kubeconfig(cfg.admin_kubeconfig)
+    try:
+        objects = [o for o in yaml.safe_load_all((MANIFESTS / "kube-router.yaml").read_text()) if o]
+        applied = Applier(kube, default_namespace="kube-system").apply(objects)
+        rollout(kube, "DaemonSet", "kube-system", "kube-router", timeout=timeout, progress=progress)
+        nodes_ready(kube, expected=len(cfg.nodes), timeout=timeout, progress=progress)
+        rollout(kube, "Deployment", "kube-system", "coredns", timeout=timeout, progress=progress)
+        return applied
+    finally:
+        kube.close()

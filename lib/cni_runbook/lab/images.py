@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import K8S_VERSION, REGISTRY_NAME, cache_dir
+
 __all__ = [
     "CNI_PLUGINS",
     "COREDNS_VERSION",
@@ -69,10 +71,10 @@ __all__ = [
 # --- versions and names: the one place the lab's images are pinned ----------------
 
 #: Name under which every lab node's containerd reaches the local registry
-#: (a hosts.toml in /etc/containerd/certs.d maps it to http://10.99.0.1:5000).
-LAB_REGISTRY = "registry.cnilab.local:5000"
-#: What Kubespray v2.31 deploys; the lab's Kubernetes build uses the same version.
-KUBERNETES_VERSION = "v1.35.4"
+#: (a hosts.toml in /etc/containerd/certs.d maps it to the lab bridge's registry).
+LAB_REGISTRY = REGISTRY_NAME
+#: What Kubespray v2.31 deploys; pinned once, in config.py.
+KUBERNETES_VERSION = K8S_VERSION
 #: CoreDNS that Kubespray v2.31 deploys with Kubernetes 1.35 (coredns_supported_versions).
 COREDNS_VERSION = "v1.12.4"
 #: The only kube-router v2 release the Go module proxy serves here.
@@ -124,8 +126,7 @@ class MissingInput(ImageBuildError):
 
 def build_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/cni-runbook/build`` (``~/.cache`` when the variable is unset)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "cni-runbook" / "build"
+    return cache_dir() / "build"
 
 
 def images_dir() -> Path:
