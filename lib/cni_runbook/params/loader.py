@@ -141,12 +141,12 @@ def parse_set(expr: str) -> tuple[Loc, Any]:
     """Parse ``key.path=value`` (``cluster.nodes[0].ip=10.0.0.5``); the value is read as YAML."""
     if "=" not in expr:
         raise ParamsError([f"--set {expr}: expected key.path=value"])
-    path, _, text = expr.partition("=")
+    path, _, text = expr.partition("=")  # messages name the path only: the value may be secret
     loc: list[str | int] = []
     for part in path.strip().split("."):
         m = _SEGMENT.match(part)
         if not m:
-            raise ParamsError([f"--set {expr}: {part!r} is not a key (letters, digits, _ and -, optional [index])"])
+            raise ParamsError([f"--set {path}: {part!r} is not a key (letters, digits, _ and -, optional [index])"])
         loc.append(m.group(1))
         loc.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
     try:
@@ -156,8 +156,9 @@ def parse_set(expr: str) -> tuple[Loc, Any]:
     return tuple(loc), value
 
 
-def apply_set(data: dict[str, Any], loc: Loc, value: Any, expr: str) -> None:
+def apply_set(data: dict[str, Any], loc: Loc, value: Any) -> None:
     """Set one value deep inside the merged data, creating mappings on the way."""
+    expr = _dotted(loc)
     node: Any = data
     for i, key in enumerate(loc[:-1]):
         nxt = loc[i + 1]
@@ -300,8 +301,8 @@ def load_params(
     set_values = list(set_values)
     for expr in set_values:
         loc, value = parse_set(expr)
-        layers.append(Layer(f"--set {expr.partition('=')[0].strip()}", Path.cwd()))  # values may be secret
-        apply_set(data, loc, value, expr)
+        layers.append(Layer(f"--set {_dotted(loc)}", Path.cwd()))  # the value is not shown: it may be secret
+        apply_set(data, loc, value)
         for stale in [k for k in origin if k[: len(loc)] == loc]:
             del origin[stale]
         _mark(value, len(layers) - 1, origin, loc)
