@@ -1,6 +1,6 @@
 """cni-runbook: run the CNI runbook stages, keep and verify their audit records.
 
-Subcommands: run, resume, list, show, verify, report, and ``lab`` (registered by
+Subcommands: run, params, resume, list, show, verify, report, and ``lab`` (registered by
 ``cni_runbook.lab.cli`` when that module is present).
 
 Exit codes: 0 success, 1 a stage failed or a record does not verify, 2 a user error (bad params,
@@ -14,9 +14,11 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 from . import __version__, audit, history, report, runner, stages
 from .audit import RunbookError
-from .params import ParamsError
+from .params import ParamsError, load_params
 
 
 def _stage_list(values: list[str] | None) -> list[str] | None:
@@ -29,6 +31,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = runner.start(args.params, args.set or [], _stage_list(args.stages), True if args.plan else None,
                           args.outputs)
     return _finish(result)
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    """Validate params and print the layered result, touching nothing."""
+    loaded = load_params(args.params, args.set or [])
+    for f in loaded.files:
+        print(f"# {f['path']}  sha256 {f['sha256'][:12]}")
+    print(yaml.safe_dump(loaded.params.model_dump(mode="json"), sort_keys=False), end="")
+    return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -108,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", action="store_true", help="render and record only; touch no host and no cluster")
     p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override one value (repeatable)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("params", help="validate params files and print the layered result (runs nothing)")
+    p.add_argument("--params", nargs="*", default=[], metavar="FILE", help="site params files, layered in order")
+    p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override one value (repeatable)")
+    p.set_defaults(func=cmd_params)
 
     p = sub.add_parser("resume", help="continue a failed run from its failed stage, in the same folder")
     p.add_argument("run_id")

@@ -78,6 +78,15 @@ def test_failing_run_exits_1_and_says_how_to_resume(tmp_path, capsys, kit, monke
     assert "stage 00_preflight failed in cell" in err and "cni-runbook resume" in err
 
 
+def test_params_prints_the_layered_result(capsys, kit):
+    assert cli.main(["params", "--params", str(kit.ROOT / "params" / "lab.yaml"), "--set", "cni.server_dry_run=true"]) == 0
+    out = capsys.readouterr().out
+    assert "defaults.yaml  sha256" in out and "lab.yaml  sha256" in out
+    assert "server_dry_run: true" in out and "name: lab-w2" in out
+    assert cli.main(["params", "--set", "cni.route=kubespray"]) == 2
+    assert "cni.route = 'kubespray': input should be 'direct' or 'kubespray_custom_cni'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["run", "--help"]])
 def test_help(argv, capsys):
     with pytest.raises(SystemExit) as info:
