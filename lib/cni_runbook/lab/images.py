@@ -320,6 +320,11 @@ def image_ref(name: str, registry: str = LAB_REGISTRY) -> str:
     return f"{registry}/{_REPOS[name]}:{tag}"
 
 
+#: busybox applets linked into the agnhost image (probe scripts: timing, timeouts, ping, HTTP, DNS).
+_AGNHOST_APPLETS = ("timeout", "date", "nc", "wget", "awk", "tr", "tail", "head", "adjtimex", "ping",
+                    "nslookup", "ip", "printf", "seq", "wc", "grep", "sed", "env", "traceroute")
+
+
 def recipe(name: str, progress: Progress = print) -> Recipe:
     """The recipe for one lab image; builds the Go binaries it needs (cached)."""
     if name == "pause":
@@ -340,7 +345,10 @@ def recipe(name: str, progress: Progress = print) -> Recipe:
             name="agnhost",
             repo=_REPOS["agnhost"],
             tag=agnhost_version(),
-            files=((binary, "/agnhost"), *_toolbox_files()),
+            # busybox (Debian busybox-static) gives the probe scripts of the validation suite their
+            # tools, as upstream agnhost's alpine base does; /bin/sh stays the toolbox's dash.
+            files=((binary, "/agnhost"), *_toolbox_files(), (Path("/bin/busybox"), "/bin/busybox")),
+            symlinks=tuple((f"/bin/{applet}", "busybox") for applet in _AGNHOST_APPLETS),
             entrypoint=("/agnhost",),
             cmd=("pause",),
         )

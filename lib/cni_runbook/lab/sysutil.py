@@ -21,6 +21,7 @@ PREREQUISITES: dict[str, str] = {
     "ssh-keygen": "openssh-client",
     "docker-registry": "docker-registry",
     "go": "golang (Go >= 1.25)",
+    "/bin/busybox": "busybox-static",  # probe tools in the agnhost image (validation suite)
 }
 
 

@@ -1,0 +1,452 @@
+"""The probe engine: many connectivity probes, one exec per source pod.
+
+A :class:`Probe` asks "can pod ``src`` reach ``target:port`` over ``protocol``?".
+:func:`run_probes` groups the probes by source pod and runs each group with ONE
+exec: a small POSIX shell script (busybox ``sh`` in the agnhost image) starts
+every probe of that pod in the background, each bounded by ``timeout``, and
+prints one machine-readable line per probe::
+
+    @@P<TAB>index<TAB>exit code<TAB>attempts<TAB>start us<TAB>end us<TAB>output (one line)
+
+followed by ``@@DONE`` once every probe has reported. Python parses those lines
+(:func:`parse_output`), so a matrix costs O(pods) execs instead of O(pairs);
+source pods are handled by a bounded thread pool.
+
+Commands per protocol (inside the pod):
+
+* TCP / UDP / SCTP: ``/agnhost connect HOST:PORT --timeout=Ts [--protocol=udp|sctp]``;
+  agnhost prints TIMEOUT / REFUSED / DNS / OTHER on failure. UDP needs a server
+  that answers (agnhost netexec's UDP port echoes).
+* HTTP: busybox ``wget -q -O /dev/null http://HOST:PORT/PATH`` (2xx/3xx passes).
+* ICMP: busybox ``ping -c 1 -W T -s SIZE HOST`` (needs CAP_NET_RAW in the pod);
+  its latency is the reported round-trip time. Linux sets don't-fragment on
+  packets that fit the local MTU, so a ``size`` of MTU-28 is a path-MTU probe.
+
+Timing: ``latency_ms`` of connect probes is the wall time of the command inside
+the pod (process start + connect), read from a microsecond clock (busybox
+``adjtimex``, read-only); ICMP probes report ping's own RTT.
+
+Retries: a failed probe is retried inside the same exec up to ``attempts``
+times (``attempts`` records how many it took); a batch whose exec itself failed
+is re-run once more when ``attempts > 1``. Nothing waits without a bound: every
+command is wrapped in ``timeout -s KILL`` and every exec has a batch timeout
+derived from the probe timeout (:func:`batch_timeout`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+
+from ..kube.exec import ExecResult, exec_in_pod
+
+Progress = Callable[[str], None]
+
+PROTOCOLS = ("TCP", "UDP", "SCTP", "HTTP", "ICMP")
+LINE_TAG = "@@P"
+DONE_TAG = "@@DONE"
+RETRY_PAUSE_S = 0.2
+#: exec start-up and output transfer on top of the probe time
+BATCH_OVERHEAD_S = 10.0
+_SAFE_TARGET = re.compile(r"^[A-Za-z0-9_.:\-\[\]%]+$")
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./\-?=&%]*$")
+
+
+@dataclass(frozen=True)
+class Probe:
+    src: str  # source pod "namespace/name"
+    target: str  # IP or DNS name
+    port: int
+    protocol: str = "TCP"  # TCP | UDP | SCTP | HTTP | ICMP
+    name: str = ""  # test name / label for grouping
+    path: str = ""  # HTTP only: the URL path, e.g. "/healthz"
+    size: int = 0  # ICMP only: payload bytes (0: ping's default 56)
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.target}]" if ":" in self.target and not self.target.startswith("[") else self.target
+        return f"{host}:{self.port}"
+
+
+@dataclass
+class ProbeResult:
+    probe: Probe
+    ok: bool | None  # None = could not be determined (exec failed, timeout of the batch)
+    latency_ms: float | None
+    attempts: int
+    reason: str  # "" when ok, else why (refused, timeout, dns failure, exec error ...)
+    output: str = ""  # the probe command's own last words (one line), for the curious
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command to run inside a pod as part of a batch (the engine's unit)."""
+
+    argv: tuple[str, ...]
+    timeout_s: float
+    attempts: int = 1
+
+
+@dataclass
+class CommandResult:
+    returncode: int | None  # None: no result line (batch incomplete or exec failed)
+    attempts: int
+    elapsed_ms: float | None
+    output: str  # stdout+stderr of the last attempt, newlines turned into "\n" markers removed
+    error: str = ""  # why there is no result (exec error, batch timeout)
+
+
+@dataclass
+class BatchOutcome:
+    """What one exec of one pod returned (kept for diagnostics and the benchmark)."""
+
+    pod: str
+    results: list[CommandResult]
+    exec_seconds: float
+    execs: int = 1
+    stderr: str = ""
+
+
+# --------------------------------------------------------------------------- script
+
+
+_PRELUDE = r"""now() { adjtimex 2>/dev/null | awk '/tv_sec/{s=$2} /tv_usec/{u=$2} END{if (s != "") printf "%%d%%06d", s, u}'; }
+p() {
+  i=$1; n=$2; shift 2; a=0
+  while :; do
+    a=$((a+1)); t0=$(now)
+    o=$("$@" 2>&1); rc=$?
+    t1=$(now)
+    [ "$rc" = 0 ] && break
+    [ "$a" -ge "$n" ] && break
+    sleep %(pause)s
+  done
+  o=$(printf '%%s' "$o" | tr '\n\t\r' '\037  ' | tail -c %(maxout)d)
+  printf '@@P\t%%s\t%%s\t%%s\t%%s\t%%s\t%%s\n' "$i" "$rc" "$a" "$t0" "$t1" "$o"
+}
+"""
+
+
+def build_script(commands: Sequence[Command], parallelism: int = 32, max_output: int = 2000) -> str:
+    """The shell script that runs ``commands`` (in waves of ``parallelism``) and reports each."""
+    lines = [_PRELUDE % {"pause": RETRY_PAUSE_S, "maxout": max_output}]
+    for index, cmd in enumerate(commands):
+        kill_after = _fmt_seconds(cmd.timeout_s + 1)
+        argv = " ".join(shlex.quote(a) for a in cmd.argv)
+        lines.append(f"p {index} {max(1, cmd.attempts)} timeout -s KILL {kill_after} {argv} &")
+        if (index + 1) % parallelism == 0:
+            lines.append("wait")
+    lines.append("wait")
+    lines.append(f"echo {DONE_TAG}")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt_seconds(seconds: float) -> str:
+    # busybox timeout takes whole seconds
+    return str(max(1, math.ceil(seconds)))
+
+
+def batch_timeout(commands: Sequence[Command], parallelism: int = 32) -> float:
+    """The longest a batch can take before its exec is abandoned."""
+    if not commands:
+        return BATCH_OVERHEAD_S
+    total = 0.0
+    for start in range(0, len(commands), parallelism):
+        wave = commands[start:start + parallelism]
+        total += max(c.attempts * (math.ceil(c.timeout_s + 1) + RETRY_PAUSE_S) for c in wave)
+    return total + BATCH_OVERHEAD_S
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass
+class ParsedOutput:
+    lines: dict[int, CommandResult] = field(default_factory=dict)
+    complete: bool = False  # the @@DONE marker was seen
+    garbage: list[str] = field(default_factory=list)  # lines that are not ours
+
+
+def parse_output(stdout: str, expected: int | None = None) -> ParsedOutput:
+    """Read the per-command lines of a batch; tolerant of garbage and truncation.
+
+    A malformed or truncated ``@@P`` line is ignored (its command then counts as
+    "no result"), as are indexes outside ``range(expected)``; a repeated index keeps
+    the first line.
+    """
+    parsed = ParsedOutput()
+    for raw in stdout.splitlines():
+        line = raw.rstrip("\r")
+        if line == DONE_TAG:
+            parsed.complete = True
+            continue
+        if not line.startswith(LINE_TAG + "\t"):
+            if line.strip():
+                parsed.garbage.append(line[:200])
+            continue
+        fields = line.split("\t", 6)
+        if len(fields) < 7:
+            parsed.garbage.append(line[:200])
+            continue
+        _, idx, rc, attempts, t0, t1, output = fields
+        try:
+            index, code, tries = int(idx), int(rc), int(attempts)
+        except ValueError:
+            parsed.garbage.append(line[:200])
+            continue
+        if index < 0 or (expected is not None and index >= expected) or index in parsed.lines:
+            continue
+        elapsed = None
+        if t0.isdigit() and t1.isdigit() and int(t1) >= int(t0):
+            elapsed = (int(t1) - int(t0)) / 1000.0
+        parsed.lines[index] = CommandResult(code, tries, elapsed, output.replace("\x1f", "\n").strip())
+    return parsed
+
+
+# --------------------------------------------------------------------------- execution
+
+
+ExecFn = Callable[..., ExecResult]
+
+
+def _split_pod(src: str) -> tuple[str, str]:
+    if "/" not in src:
+        raise ValueError(f"source pod {src!r} must be 'namespace/name'")
+    namespace, name = src.split("/", 1)
+    return namespace, name
+
+
+def run_batch(kube, pod: str, commands: Sequence[Command], *, container: str | None = None,
+              parallelism: int = 32, exec_retries: int = 0, exec_fn: ExecFn = exec_in_pod) -> BatchOutcome:
+    """Run ``commands`` in ``pod`` ("namespace/name") with one exec (plus bounded exec retries)."""
+    namespace, name = _split_pod(pod)
+    script = build_script(commands, parallelism)
+    timeout = batch_timeout(commands, parallelism)
+    results: list[CommandResult | None] = [None] * len(commands)
+    errors = ""
+    stderr = ""
+    started = time.monotonic()
+    execs = 0
+    for _ in range(1 + max(0, exec_retries)):
+        todo = [i for i, r in enumerate(results) if r is None]
+        if not todo:
+            break
+        if len(todo) != len(commands):  # re-run only what is still unknown
+            sub = [commands[i] for i in todo]
+            script, timeout = build_script(sub, parallelism), batch_timeout(sub, parallelism)
+        execs += 1
+        try:
+            res = exec_fn(kube, namespace, name, ["sh", "-c", script], container=container, timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - an API error of one pod must not sink the others
+            errors = f"exec error: {_short_api_error(exc)}"
+            continue
+        stderr = res.stderr
+        parsed = parse_output(res.stdout, expected=len(todo))
+        for local, index in enumerate(todo):
+            if local in parsed.lines:
+                results[index] = parsed.lines[local]
+        if res.returncode is None and not parsed.complete:
+            errors = f"batch timed out after {timeout:.0f}s"
+        elif res.returncode not in (0, None):
+            errors = f"exec error: exit {res.returncode}: {_last_line(res.stderr or res.stdout)}"
+        elif not parsed.complete:
+            errors = "batch output incomplete"
+        else:
+            errors = "no result line for this probe"
+    final = [r if r is not None else CommandResult(None, 0, None, "", errors or "no result") for r in results]
+    return BatchOutcome(pod, final, time.monotonic() - started, execs, stderr)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+def _short_api_error(exc: Exception) -> str:
+    from ..kube.client import api_error_message
+
+    message = api_error_message(exc)
+    return " ".join(str(message).split())[:300]
+
+
+def run_batches(kube, batches: dict[str, list[Command]], *, concurrency: int = 8, container: str | None = None,
+                parallelism: int = 32, exec_retries: int = 0, progress: Progress | None = None,
+                exec_fn: ExecFn = exec_in_pod) -> dict[str, BatchOutcome]:
+    """Run every pod's batch, at most ``concurrency`` execs at a time."""
+    outcomes: dict[str, BatchOutcome] = {}
+    if not batches:
+        return outcomes
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(batches)))) as pool:
+        futures = {pool.submit(run_batch, kube, pod, cmds, container=container, parallelism=parallelism,
+                               exec_retries=exec_retries, exec_fn=exec_fn): pod
+                   for pod, cmds in batches.items()}
+        for done, future in enumerate(as_completed(futures), 1):
+            pod = futures[future]
+            outcome = future.result()
+            outcomes[pod] = outcome
+            if progress:
+                finished = sum(r.returncode == 0 for r in outcome.results)
+                progress(f"[{done}/{len(batches)}] {pod}: {finished}/{len(outcome.results)} commands succeeded "
+                         f"in {outcome.exec_seconds:.1f}s")
+    return outcomes
+
+
+# --------------------------------------------------------------------------- probes
+
+
+def probe_command(probe: Probe, timeout_s: float) -> tuple[str, ...]:
+    """The in-pod argv of one probe (see the module docstring)."""
+    proto = probe.protocol.upper()
+    secs = _fmt_seconds(timeout_s)
+    if proto in ("TCP", "UDP", "SCTP"):
+        argv = ["/agnhost", "connect", probe.address, f"--timeout={timeout_s:g}s"]
+        if proto != "TCP":
+            argv.append(f"--protocol={proto.lower()}")
+        return tuple(argv)
+    if proto == "HTTP":
+        path = probe.path if probe.path.startswith("/") else "/" + probe.path
+        # no -T: Debian's static busybox wget crashes with it; `timeout -s KILL` bounds it instead
+        return ("wget", "-q", "-O", "/dev/null", f"http://{probe.address}{path}")
+    if proto == "ICMP":
+        argv = ["ping", "-c", "1", "-W", secs]
+        if probe.size:
+            argv += ["-s", str(probe.size)]
+        return (*argv, probe.target)
+    raise ValueError(f"unknown protocol {probe.protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+
+
+def check_probe(probe: Probe) -> str:
+    """Why a probe cannot be run ('' when it is fine)."""
+    if probe.protocol.upper() not in PROTOCOLS:
+        return f"unknown protocol {probe.protocol!r}"
+    if not _SAFE_TARGET.match(probe.target or ""):
+        return f"invalid target {probe.target!r}"
+    if probe.protocol.upper() != "ICMP" and not 0 < probe.port < 65536:
+        return f"invalid port {probe.port}"
+    if not _SAFE_PATH.match(probe.path):
+        return f"invalid HTTP path {probe.path!r}"
+    if "/" not in probe.src:
+        return f"source pod {probe.src!r} must be 'namespace/name'"
+    return ""
+
+
+_RTT = re.compile(r"time=([0-9.]+) ?ms")
+
+
+def interpret(probe: Probe, result: CommandResult, timeout_s: float) -> ProbeResult:
+    """Turn one command result into a ProbeResult with a readable reason."""
+    out = result.output
+    last = _last_line(out) if out else ""
+    if result.returncode is None:
+        return ProbeResult(probe, None, None, result.attempts, result.error or "no result", last)
+    proto = probe.protocol.upper()
+    latency = result.elapsed_ms
+    if proto == "ICMP":
+        rtt = _RTT.findall(out)
+        if rtt:
+            latency = float(rtt[-1])
+    if result.returncode == 0:
+        return ProbeResult(probe, True, latency, result.attempts, "", last)
+    code = result.returncode
+    ok: bool | None = False
+    if code in (137, 143, 124):
+        reason = f"timeout: no answer within {timeout_s:g}s (killed)"
+    elif code == 127 or "applet not found" in out.lower():
+        ok, reason = None, f"probe tool missing in the source image: {last}"
+    elif proto in ("TCP", "UDP", "SCTP"):
+        ok, reason = _agnhost_reason(proto, out, last, timeout_s)
+    elif proto == "HTTP":
+        ok, reason = _wget_reason(out, last, timeout_s)
+    else:
+        ok, reason = _ping_reason(out, last, timeout_s)
+    return ProbeResult(probe, ok, latency, result.attempts, reason, last)
+
+
+def _agnhost_reason(proto: str, out: str, last: str, timeout_s: float) -> tuple[bool | None, str]:
+    text = out.strip()
+    if text.startswith("TIMEOUT") or "i/o timeout" in text:
+        return False, f"timeout: no answer within {timeout_s:g}s"
+    if text.startswith("REFUSED"):
+        return False, "connection refused"
+    if text.startswith("DNS"):
+        return False, f"dns failure: {text.split(':', 1)[-1].strip()[:200]}"
+    low = text.lower()
+    if proto == "SCTP" and ("protocol not supported" in low or "not implemented" in low):
+        return None, "skipped: SCTP is not supported here (kernel without the sctp module?)"
+    if "no route to host" in low:
+        return False, "no route to host"
+    if "network is unreachable" in low:
+        return False, "network is unreachable"
+    if text.startswith("UNKNOWN"):
+        return None, f"probe error: {last}"
+    return False, f"error: {last or 'no output'}"
+
+
+def _wget_reason(out: str, last: str, timeout_s: float) -> tuple[bool | None, str]:
+    low = out.lower()
+    if "timed out" in low:
+        return False, f"timeout: no answer within {timeout_s:g}s"
+    if "connection refused" in low:
+        return False, "connection refused"
+    if "bad address" in low:
+        return False, f"dns failure: {last}"
+    if "server returned error" in low:
+        return False, f"http error: {last.split('error:', 1)[-1].strip()}"
+    if "no route to host" in low:
+        return False, "no route to host"
+    return False, f"error: {last or 'no output'}"
+
+
+def _ping_reason(out: str, last: str, timeout_s: float) -> tuple[bool | None, str]:
+    low = out.lower()
+    if "message too long" in low:
+        return False, "message too long: the packet exceeds the local interface MTU"
+    if "permission denied" in low or "operation not permitted" in low:
+        return None, "ping needs CAP_NET_RAW in the source pod"
+    if "bad address" in low:
+        return False, f"dns failure: {last}"
+    if "frag needed" in low or "fragmentation needed" in low:
+        return False, "fragmentation needed: a hop has a smaller MTU"
+    if "0 packets received" in low:
+        return False, f"no reply within {timeout_s:g}s"
+    return False, f"error: {last or 'no output'}"
+
+
+def run_probes(kube, probes: list[Probe], *, timeout_s: float = 2.0, attempts: int = 1,
+               concurrency: int = 8, container: str | None = None,
+               progress: Callable[[str], None] | None = None, parallelism: int = 32,
+               exec_fn: ExecFn = exec_in_pod) -> list[ProbeResult]:
+    """Run ``probes`` batched per source pod; results come back in the order of ``probes``.
+
+    ``parallelism`` bounds how many probes run at once inside one pod; ``exec_fn``
+    is the exec function (tests pass a fake).
+    """
+    if timeout_s <= 0:
+        raise ValueError("timeout_s must be positive")
+    results: list[ProbeResult | None] = [None] * len(probes)
+    batches: dict[str, list[Command]] = {}
+    owners: dict[str, list[int]] = {}
+    for i, probe in enumerate(probes):
+        problem = check_probe(probe)
+        if problem:
+            results[i] = ProbeResult(probe, None, None, 0, problem)
+            continue
+        cmd = Command(probe_command(probe, timeout_s), timeout_s, max(1, attempts))
+        batches.setdefault(probe.src, []).append(cmd)
+        owners.setdefault(probe.src, []).append(i)
+    outcomes = run_batches(kube, batches, concurrency=concurrency, container=container, parallelism=parallelism,
+                           exec_retries=1 if attempts > 1 else 0, progress=progress, exec_fn=exec_fn)
+    for pod, outcome in outcomes.items():
+        for index, cmd_result in zip(owners[pod], outcome.results):
+            results[index] = interpret(probes[index], cmd_result, timeout_s)
+    return [r for r in results if r is not None]
+
+
+__all__ = ["Probe", "ProbeResult", "Command", "CommandResult", "BatchOutcome", "run_probes", "run_batch",
+           "run_batches", "build_script", "parse_output", "batch_timeout", "probe_command", "interpret",
+           "PROTOCOLS"]

@@ -1,0 +1,210 @@
+"""The probe engine without a cluster: script, parsing of recorded outputs, batching, retries."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from cni_runbook.kube.exec import ExecResult
+from cni_runbook.validation.probe import (
+    Command,
+    CommandResult,
+    Probe,
+    batch_timeout,
+    build_script,
+    interpret,
+    parse_output,
+    probe_command,
+    run_probes,
+)
+
+# Recorded from a real batch (busybox sh + agnhost connect + busybox ping), tabs kept.
+RECORDED = (
+    "@@P\t3\t0\t1\t1795707882366624\t1795707882379268\tPING 127.0.0.1 (127.0.0.1): 1000 data bytes\x1f"
+    "1008 bytes from 127.0.0.1: seq=0 ttl=64 time=0.037 ms\x1f\x1f--- 127.0.0.1 ping statistics ---\x1f"
+    "1 packets transmitted, 1 packets received, 0% packet loss\x1fround-trip min/avg/max = 0.037/0.037/0.037 ms\n"
+    "@@P\t0\t0\t1\t1795707882365303\t1795707882430147\t\n"
+    "@@P\t5\t1\t2\t1795707882637053\t1795707882658786\tREFUSED: read udp 127.0.0.1:58482->127.0.0.1:9: read: "
+    "connection refused\n"
+    "@@P\t1\t1\t2\t1795707882635672\t1795707882675269\tREFUSED\n"
+    "@@P\t2\t1\t2\t1795707882644201\t1795707882688460\tDNS: lookup no-such-name.invalid on 10.96.0.10:53: "
+    "no such host\n"
+    "@@P\t4\t137\t2\t1795707882591738\t1795707885594904\t\n"
+    "@@DONE\n"
+)
+
+
+def test_parse_recorded_batch():
+    parsed = parse_output(RECORDED, expected=6)
+    assert parsed.complete and not parsed.garbage
+    assert sorted(parsed.lines) == [0, 1, 2, 3, 4, 5]
+    assert parsed.lines[0].returncode == 0 and parsed.lines[0].elapsed_ms == pytest.approx(64.844)
+    assert parsed.lines[1].attempts == 2
+    assert "ping statistics" in parsed.lines[3].output and "\n" in parsed.lines[3].output
+
+
+def test_interpret_recorded_batch():
+    probes = [Probe("ns/a", "10.0.0.1", 8080), Probe("ns/a", "10.0.0.1", 1), Probe("ns/a", "no-such-name.invalid", 80),
+              Probe("ns/a", "10.0.0.1", 0, "ICMP", size=1000), Probe("ns/a", "10.0.0.1", 80, "HTTP"),
+              Probe("ns/a", "10.0.0.1", 9, "UDP")]
+    parsed = parse_output(RECORDED, expected=6)
+    res = [interpret(p, parsed.lines[i], 2.0) for i, p in enumerate(probes)]
+    assert [r.ok for r in res] == [True, False, False, True, False, False]
+    assert res[0].reason == "" and res[0].attempts == 1
+    assert res[1].reason == "connection refused" and res[1].attempts == 2
+    assert res[2].reason.startswith("dns failure: lookup no-such-name.invalid")
+    assert res[3].latency_ms == pytest.approx(0.037)  # ping's RTT, not the process wall time
+    assert res[4].reason.startswith("timeout")
+    assert res[5].reason == "connection refused"
+
+
+@pytest.mark.parametrize("garbage", [
+    "",
+    "random noise\nmore noise\n",
+    "@@P\t0\t0\n",  # truncated line
+    "@@P\tx\t0\t1\t1\t2\t\n",  # non-numeric index
+    "@@P\t0\tzero\t1\t1\t2\tboom\n",  # non-numeric rc
+    "\x00\x01binary\xff\n@@P",
+])
+def test_parse_garbage_gives_no_lines(garbage):
+    parsed = parse_output(garbage, expected=3)
+    assert parsed.lines == {} and not parsed.complete
+
+
+def test_parse_partial_output_keeps_good_lines_and_ignores_out_of_range_and_duplicates():
+    out = ("noise\n@@P\t0\t0\t1\t100\t1100\t\n@@P\t0\t1\t1\t100\t1100\tREFUSED\n"
+           "@@P\t7\t0\t1\t1\t2\t\n@@P\t1\t1\t1\t5\t4\tTIMEOUT\n@@P\t2\t0\t1")
+    parsed = parse_output(out, expected=3)
+    assert sorted(parsed.lines) == [0, 1]
+    assert parsed.lines[0].returncode == 0 and parsed.lines[0].elapsed_ms == 1.0  # first line wins
+    assert parsed.lines[1].elapsed_ms is None  # clock went backwards: no latency rather than a wrong one
+    assert not parsed.complete and parsed.garbage == ["noise", "@@P\t2\t0\t1"]
+
+
+def test_probe_commands():
+    assert probe_command(Probe("n/p", "10.0.0.1", 80), 2) == ("/agnhost", "connect", "10.0.0.1:80", "--timeout=2s")
+    assert probe_command(Probe("n/p", "fd00::1", 53, "UDP"), 1.5)[2:] == ("[fd00::1]:53", "--timeout=1.5s",
+                                                                          "--protocol=udp")
+    assert probe_command(Probe("n/p", "svc", 80, "HTTP", path="healthz"), 2)[-1] == "http://svc:80/healthz"
+    assert probe_command(Probe("n/p", "10.0.0.2", 0, "ICMP", size=1472), 2) == (
+        "ping", "-c", "1", "-W", "2", "-s", "1472", "10.0.0.2")
+    with pytest.raises(ValueError):
+        probe_command(Probe("n/p", "x", 1, "QUIC"), 1)
+
+
+def test_interpret_reasons():
+    p = Probe("n/p", "10.0.0.1", 80)
+    assert interpret(p, CommandResult(None, 0, None, "", "batch timed out after 12s"), 2).ok is None
+    assert interpret(p, CommandResult(1, 1, 3.0, "OTHER: dial tcp 10.0.0.1:80: connect: no route to host"),
+                     2).reason == "no route to host"
+    assert interpret(p, CommandResult(1, 1, 3.0, "TIMEOUT"), 2).reason == "timeout: no answer within 2s"
+    assert interpret(p, CommandResult(127, 1, 3.0, "sh: /agnhost: not found"), 2).ok is None
+    sctp = Probe("n/p", "10.0.0.1", 80, "SCTP")
+    r = interpret(sctp, CommandResult(1, 1, 3.0, "OTHER: socket: protocol not supported"), 2)
+    assert r.ok is None and r.reason.startswith("skipped: SCTP")
+    http = Probe("n/p", "10.0.0.1", 80, "HTTP")
+    assert interpret(http, CommandResult(1, 1, 1.0, "wget: server returned error: HTTP/1.1 503 Service Unavailable"),
+                     2).reason == "http error: HTTP/1.1 503 Service Unavailable"
+    icmp = Probe("n/p", "10.0.0.1", 0, "ICMP", size=9000)
+    assert "MTU" in interpret(icmp, CommandResult(1, 1, 1.0, "ping: sendto: Message too long"), 2).reason
+    assert interpret(icmp, CommandResult(1, 1, 1.0, "ping: permission denied (are you root?)"), 2).ok is None
+
+
+def test_batch_timeout_grows_with_waves_and_attempts():
+    cmds = [Command(("true",), 2.0, 1)] * 10
+    assert batch_timeout(cmds, parallelism=32) < batch_timeout(cmds, parallelism=5)
+    assert batch_timeout([Command(("true",), 2.0, 3)]) > batch_timeout([Command(("true",), 2.0, 1)])
+    script = build_script(cmds, parallelism=4)
+    assert script.count("\nwait\n") == 3  # after 4, after 8, and the final one
+    assert script.rstrip().endswith("@@DONE")
+
+
+class FakeExec:
+    """Answers each exec from a table {(target, port): (rc, output)}; counts execs and concurrency."""
+
+    def __init__(self, table, delay=0.05, fail_pods=(), hang_pods=()):
+        self.table, self.delay, self.fail_pods, self.hang_pods = table, delay, set(fail_pods), set(hang_pods)
+        self.calls = []
+        self.active = 0
+        self.max_active = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, kube, namespace, pod, command, container=None, timeout=30):
+        with self.lock:
+            self.calls.append((pod, timeout))
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            time.sleep(self.delay)
+            if pod in self.fail_pods:
+                raise RuntimeError("pods \"%s\" not found" % pod)
+            if pod in self.hang_pods:  # first exec: one line then silence; the retry: silence
+                first = [c[0] for c in self.calls].count(pod) == 1
+                return ExecResult("@@P\t0\t0\t1\t1\t2\t\n" if first else "", "", None)
+            lines = []
+            for i, line in enumerate(l for l in command[2].splitlines() if l.startswith("p ")):
+                addr = next(a for a in line.split() if ":" in a and not a.startswith("--"))
+                host, port = addr.rsplit(":", 1)
+                rc, out = self.table.get((host, int(port)), (1, "TIMEOUT"))
+                lines.append(f"@@P\t{i}\t{rc}\t1\t1000\t2000\t{out}")
+            return ExecResult("\n".join(lines) + "\n@@DONE\n", "", 0)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+def test_run_probes_one_exec_per_pod_bounded_concurrency_and_order():
+    pods = [f"ns/c{i}" for i in range(6)]
+    targets = [f"10.0.0.{i}" for i in range(6)]
+    table = {(t, 8080): (0, "") for t in targets[:5]}
+    fake = FakeExec(table)
+    probes = [Probe(p, t, 8080, name="pod-to-pod") for p in pods for t in targets]
+    seen = []
+    results = run_probes(None, probes, concurrency=3, exec_fn=fake, progress=seen.append)
+    assert len(fake.calls) == 6 and fake.max_active <= 3
+    assert [r.probe for r in results] == probes
+    assert sum(r.ok is True for r in results) == 30 and sum(r.ok is False for r in results) == 6
+    assert all(r.reason == "timeout: no answer within 2s" for r in results if r.ok is False)
+    assert len(seen) == 6 and seen[-1].startswith("[6/6]")
+
+
+def test_run_probes_exec_failure_and_batch_timeout_are_undetermined_and_retried_once():
+    fake = FakeExec({("10.0.0.1", 80): (0, "")}, delay=0, fail_pods={"bad"}, hang_pods={"slow"})
+    probes = [Probe("ns/bad", "10.0.0.1", 80), Probe("ns/slow", "10.0.0.1", 80), Probe("ns/slow", "10.0.0.2", 80),
+              Probe("ns/good", "10.0.0.1", 80), Probe("ns/good", "bad target;rm", 80)]
+    results = run_probes(None, probes, attempts=2, exec_fn=fake)
+    assert results[0].ok is None and results[0].reason.startswith("exec error: pods")
+    assert results[1].ok is True  # the line that did arrive counts
+    assert results[2].ok is None and results[2].reason.startswith("batch timed out")
+    assert results[3].ok is True
+    assert results[4].ok is None and results[4].reason.startswith("invalid target")
+    calls = [c[0] for c in fake.calls]
+    assert calls.count("bad") == 2 and calls.count("slow") == 2 and calls.count("good") == 1  # one bounded retry
+
+
+BUSYBOX = shutil.which("busybox")
+
+
+@pytest.mark.skipif(not BUSYBOX, reason="busybox (Debian busybox-static) is not installed")
+def test_script_runs_under_busybox_sh(tmp_path):
+    """The real script under busybox sh, with busybox applets for the probe commands."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for applet in ("sh", "timeout", "awk", "tr", "tail", "adjtimex", "sleep", "printf", "echo", "false", "true"):
+        (bindir / applet).symlink_to(BUSYBOX)
+    cmds = [Command(("true",), 1, 1), Command(("false",), 1, 2), Command(("sleep", "5"), 1, 1),
+            Command(("sh", "-c", "echo 'two\tlines'; echo second"), 1, 1)]
+    started = time.monotonic()
+    proc = subprocess.run([str(bindir / "sh"), "-c", build_script(cmds)], capture_output=True, text=True,
+                          env={"PATH": str(bindir)}, timeout=30)
+    assert time.monotonic() - started < batch_timeout(cmds)
+    parsed = parse_output(proc.stdout, expected=4)
+    assert parsed.complete, proc.stdout + proc.stderr
+    assert parsed.lines[0].returncode == 0 and parsed.lines[0].elapsed_ms is not None
+    assert parsed.lines[1].returncode == 1 and parsed.lines[1].attempts == 2
+    assert parsed.lines[2].returncode == 137  # killed by `timeout -s KILL 2`
+    assert parsed.lines[3].output == "two lines\nsecond"
