@@ -181,7 +181,8 @@ def execute_stage(stage: stages.Stage, run_dir: Path, loaded: LoadedParams, plan
     if error:
         error["cell"] = _cell_head(target, error["cell_index"])
         status = "failed"
-        summary = result["summary"] if result else f"{error['ename']}: {error['evalue']}"
+        recorded_failure = result is not None and result["status"] == "failed"
+        summary = result["summary"] if recorded_failure else f"{error['ename']}: {error['evalue']}"
     elif result is None:
         status, summary = "failed", "the stage recorded no result (StageContext.result was not called)"
     else:
