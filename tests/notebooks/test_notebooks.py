@@ -46,14 +46,24 @@ def test_one_parameters_cell_with_the_shared_names(path):
 
 
 def test_every_notebook_runs_in_plan_mode_under_nbval(plan_run, tmp_path):
+    """nbval on every notebook, in two pytest processes side by side (the machines have two
+    cores); the stages share only the run folder, where each writes its own artifacts."""
     env = dict(os.environ, CNI_RUNBOOK_RUN_DIR=str(tmp_path / "run"), CNI_RUNBOOK_OUTPUTS=str(plan_run["outputs"]),
                MPLBACKEND="Agg")
-    proc = subprocess.run(
+    halves = {"even": NOTEBOOKS[::2], "odd": NOTEBOOKS[1::2]}
+    procs = {name: subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
-         *map(str, NOTEBOOKS)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+         *map(str, nbs)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for name, nbs in halves.items()}
+    failures = {}
+    for name, proc in procs.items():
+        out, _ = proc.communicate(timeout=600)
+        if proc.returncode != 0:
+            failures[name] = out[-3000:]
+    assert failures == {}
     for stage_id in stages.STAGE_IDS:  # each stage recorded its plan and result in the run folder
         assert (tmp_path / "run" / "artifacts" / stage_id / "plan.yaml").exists()
+        assert (tmp_path / "run" / "artifacts" / stage_id / "result.json").exists()
 
 
 def test_plain_papermill_with_a_params_file(tmp_path):
