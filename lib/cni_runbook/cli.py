@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__, audit, history, report, runner, stages
+from . import __version__, audit, stages
 from .audit import RunbookError
 from .params import ParamsError, load_params
 
@@ -28,6 +28,8 @@ def _stage_list(values: list[str] | None) -> list[str] | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from . import runner  # papermill and nbconvert load slowly: only for the commands that use them
+
     result = runner.start(args.params, args.set or [], _stage_list(args.stages), True if args.plan else None,
                           args.outputs)
     return _finish(result)
@@ -43,10 +45,14 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from . import runner
+
     return _finish(runner.resume(args.run_id, args.outputs))
 
 
-def _finish(result: runner.RunResult) -> int:
+def _finish(result) -> int:
+    from . import report, runner
+
     print(f"run {result.run_id}: {result.status.upper()} -> {result.run_dir}")
     print(f"  report: {result.run_dir / report.REPORT}")
     if result.failed:
@@ -57,6 +63,8 @@ def _finish(result: runner.RunResult) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from . import history
+
     runs = history.load_runs(args.outputs, verify=not args.no_verify)
     if runs.empty:
         print(f"no runs in {args.outputs or audit.outputs_root()}")
@@ -79,6 +87,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"  {s['stage']:<18} #{s['attempt']} {s['status']:<8} {s['duration_s']:7.1f} s  {s['summary']}")
     failed = [s for s in record["stages"] if s["status"] == "failed"]
     if failed and record["status"] == "failed":
+        from . import runner
+
         print(runner.failure_message(run_dir, runner.StageOutcome(**failed[-1])))
     return 0
 
@@ -96,6 +106,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+
     run_dir = audit.find_run(args.run_id, args.outputs)
     problems = audit.verify(run_dir)
     if problems:

@@ -117,9 +117,11 @@ class Redactor:
             path = secrets.reference_path(ref)
             if path is None:
                 try:
-                    red.add(secrets.resolve(ref))
+                    value = secrets.resolve(ref)
                 except secrets.SecretError:
-                    pass  # an unset variable holds no secret to scrub; the stage using it reports it
+                    # an unset variable holds no secret to scrub; the stage that needs it says so
+                    continue
+                red.add(value)
             else:
                 red.add_secret_file(path)
         for path in kubeconfigs:

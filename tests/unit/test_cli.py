@@ -76,6 +76,10 @@ def test_failing_run_exits_1_and_says_how_to_resume(tmp_path, capsys, kit, monke
                      "--stages", "00", "--plan"]) == 1
     err = capsys.readouterr().err
     assert "stage 00_preflight failed in cell" in err and "cni-runbook resume" in err
+    (run_dir,) = (tmp_path / "out").iterdir()
+    assert cli.main(["--outputs", str(tmp_path / "out"), "show", run_dir.name]) == 0
+    shown = capsys.readouterr().out
+    assert "FAILED" in shown and "OSError: ssh: connect to host n1 port 22: refused" in shown
 
 
 def test_params_prints_the_layered_result(capsys, kit):
