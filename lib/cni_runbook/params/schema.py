@@ -267,7 +267,13 @@ class Policy(Strict):
     namespace: str = Field("cni-runbook-policy", pattern=_NAME)
     files: list[FilePath] = Field([], description="NetworkPolicy manifests to apply and verify")
     scenarios: list[Annotated[str, Field(pattern=_NAME)]] = Field(
-        ["default-deny", "allow-same-namespace"], description="built-in scenarios to exercise")
+        ["default-deny", "allow-same-namespace"], description="built-in scenarios to exercise ('all': every one)")
+    keep: bool = Field(False, description="leave the policies of `files` applied after verification "
+                       "(per object: annotation cni-runbook.io/keep: 'true')")
+    layout: FreeMap | None = Field(None, description="own test namespaces/pods/labels "
+                                   "(cni_runbook.policy.layout.layout_from_dict); default x,y,z by a,b,c")
+    probe_timeout_s: float = Field(1.0, gt=0, le=30, description="per connection attempt")
+    enforcement_timeout_s: float = Field(60.0, gt=0, description="how long a policy may take to be enforced")
 
 
 class Bandwidth(Strict):
@@ -275,10 +281,22 @@ class Bandwidth(Strict):
     egress: str | None = Field("10M", pattern=_QUANTITY, description="kubernetes.io/egress-bandwidth")
 
 
+class AntreaEgress(Strict):
+    """Antrea Egress CR bandwidth (needs the EgressTrafficShaping feature gate); rendered only."""
+
+    egress_ip: ipaddress.IPv4Address | None = Field(None, description="SNAT IP of the Egress")
+    external_ip_pool: str | None = Field(None, description="ExternalIPPool to take the Egress IP from")
+    rate: str | None = Field(None, pattern=_QUANTITY, description="default: bandwidth.egress")
+    burst: str | None = Field(None, pattern=_QUANTITY, description="default: the rate")
+
+
 class Qos(Strict):
     enabled: bool = True
     bandwidth: Bandwidth = Bandwidth()
     tolerance_pct: float = Field(20.0, gt=0, le=100)
+    namespace: str = Field("cni-runbook-qos", pattern=_NAME, description="namespace of the iperf3 pairs")
+    duration_s: int = Field(5, ge=1, le=120, description="iperf3 run time per measurement")
+    antrea_egress: AntreaEgress = AntreaEgress()
 
 
 # --- run ------------------------------------------------------------------------------------
