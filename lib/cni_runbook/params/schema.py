@@ -238,6 +238,8 @@ class Thresholds(Strict):
     max_rtt_ms: float = Field(10.0, gt=0)
     max_loss_pct: float = Field(1.0, ge=0, le=100)
     max_dns_ms: float = Field(500.0, gt=0)
+    throughput_tolerance_pct: float = Field(
+        30.0, gt=0, le=100, description="pod-to-pod throughput may be at most this % below the host network's")
 
 
 class ValidationImages(Strict):
@@ -259,6 +261,16 @@ class Validation(Strict):
     thresholds: Thresholds = Thresholds()
     images: ValidationImages = ValidationImages()
     timeouts: ValidationTimeouts = ValidationTimeouts()
+    attempts: int = Field(2, ge=1, le=5, description="tries per probe; a pass after a retry records its attempts")
+    concurrency: int = Field(8, ge=1, le=64, description="source pods probed at the same time")
+    keep_workloads: bool = Field(False, description="leave the test namespace in place after the run")
+    external_target: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]+:\d{1,5}$",
+                                        description="host:port for pod-to-external; null: that test is skipped")
+    mtu: int | None = Field(None, ge=576, le=9216, description="expected pod MTU; null: read from the pods")
+    cni_agent: str | None = Field(None, pattern=r"^[a-z0-9-]+/[a-z0-9.-]+$",
+                                  description="namespace/DaemonSet of the CNI agent; null: from cni.profile")
+    perf_duration_s: int = Field(3, ge=1, le=60, description="iperf3 run time per measurement")
+    latency_samples: int = Field(50, ge=5, le=1000, description="pings per round-trip latency measurement")
 
 
 # --- policy and qos -------------------------------------------------------------------------

@@ -21,6 +21,8 @@ Commands per protocol (inside the pod):
 * ICMP: busybox ``ping -c 1 -W T -s SIZE HOST`` (needs CAP_NET_RAW in the pod);
   its latency is the reported round-trip time. Linux sets don't-fragment on
   packets that fit the local MTU, so a ``size`` of MTU-28 is a path-MTU probe.
+* DNS: busybox ``nslookup NAME [RESOLVER]`` (``target`` is the name to resolve,
+  ``port`` is ignored); latency is the lookup's wall time.
 
 Timing: ``latency_ms`` of connect probes is the wall time of the command inside
 the pod (process start + connect), read from a microsecond clock (busybox
@@ -38,6 +40,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -47,7 +50,7 @@ from ..kube.exec import ExecResult, exec_in_pod
 
 Progress = Callable[[str], None]
 
-PROTOCOLS = ("TCP", "UDP", "SCTP", "HTTP", "ICMP")
+PROTOCOLS = ("TCP", "UDP", "SCTP", "HTTP", "ICMP", "DNS")
 LINE_TAG = "@@P"
 DONE_TAG = "@@DONE"
 RETRY_PAUSE_S = 0.2
@@ -62,10 +65,11 @@ class Probe:
     src: str  # source pod "namespace/name"
     target: str  # IP or DNS name
     port: int
-    protocol: str = "TCP"  # TCP | UDP | SCTP | HTTP | ICMP
+    protocol: str = "TCP"  # TCP | UDP | SCTP | HTTP | ICMP | DNS
     name: str = ""  # test name / label for grouping
     path: str = ""  # HTTP only: the URL path, e.g. "/healthz"
     size: int = 0  # ICMP only: payload bytes (0: ping's default 56)
+    resolver: str = ""  # DNS only: the server to ask (IP); "" = the pod's resolv.conf
 
     @property
     def address(self) -> str:
@@ -222,10 +226,14 @@ def _split_pod(src: str) -> tuple[str, str]:
 
 
 def run_batch(kube, pod: str, commands: Sequence[Command], *, container: str | None = None,
-              parallelism: int = 32, exec_retries: int = 0, exec_fn: ExecFn = exec_in_pod) -> BatchOutcome:
-    """Run ``commands`` in ``pod`` ("namespace/name") with one exec (plus bounded exec retries)."""
+              parallelism: int = 32, exec_retries: int = 0, exec_fn: ExecFn = exec_in_pod,
+              max_output: int = 2000) -> BatchOutcome:
+    """Run ``commands`` in ``pod`` ("namespace/name") with one exec (plus bounded exec retries).
+
+    ``max_output`` caps what each command reports (its last characters are kept).
+    """
     namespace, name = _split_pod(pod)
-    script = build_script(commands, parallelism)
+    script = build_script(commands, parallelism, max_output)
     timeout = batch_timeout(commands, parallelism)
     results: list[CommandResult | None] = [None] * len(commands)
     errors = ""
@@ -238,7 +246,7 @@ def run_batch(kube, pod: str, commands: Sequence[Command], *, container: str | N
             break
         if len(todo) != len(commands):  # re-run only what is still unknown
             sub = [commands[i] for i in todo]
-            script, timeout = build_script(sub, parallelism), batch_timeout(sub, parallelism)
+            script, timeout = build_script(sub, parallelism, max_output), batch_timeout(sub, parallelism)
         execs += 1
         try:
             res = exec_fn(kube, namespace, name, ["sh", "-c", script], container=container, timeout=timeout)
@@ -276,24 +284,65 @@ def _short_api_error(exc: Exception) -> str:
 
 def run_batches(kube, batches: dict[str, list[Command]], *, concurrency: int = 8, container: str | None = None,
                 parallelism: int = 32, exec_retries: int = 0, progress: Progress | None = None,
-                exec_fn: ExecFn = exec_in_pod) -> dict[str, BatchOutcome]:
+                exec_fn: ExecFn = exec_in_pod, max_output: int = 2000) -> dict[str, BatchOutcome]:
     """Run every pod's batch, at most ``concurrency`` execs at a time."""
     outcomes: dict[str, BatchOutcome] = {}
     if not batches:
         return outcomes
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(batches)))) as pool:
-        futures = {pool.submit(run_batch, kube, pod, cmds, container=container, parallelism=parallelism,
-                               exec_retries=exec_retries, exec_fn=exec_fn): pod
-                   for pod, cmds in batches.items()}
-        for done, future in enumerate(as_completed(futures), 1):
-            pod = futures[future]
-            outcome = future.result()
-            outcomes[pod] = outcome
-            if progress:
-                finished = sum(r.returncode == 0 for r in outcome.results)
-                progress(f"[{done}/{len(batches)}] {pod}: {finished}/{len(outcome.results)} commands succeeded "
-                         f"in {outcome.exec_seconds:.1f}s")
+    workers = max(1, min(concurrency, len(batches)))
+    clients = _ThreadClients(kube) if workers > 1 else None
+
+    def one(pod: str, cmds: list[Command]) -> BatchOutcome:
+        client = clients.get() if clients else kube
+        return run_batch(client, pod, cmds, container=container, parallelism=parallelism,
+                         exec_retries=exec_retries, exec_fn=exec_fn, max_output=max_output)
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(one, pod, cmds): pod for pod, cmds in batches.items()}
+            for done, future in enumerate(as_completed(futures), 1):
+                pod = futures[future]
+                outcome = future.result()
+                outcomes[pod] = outcome
+                if progress:
+                    finished = sum(r.returncode == 0 for r in outcome.results)
+                    progress(f"[{done}/{len(batches)}] {pod}: {finished}/{len(outcome.results)} commands "
+                             f"succeeded in {outcome.exec_seconds:.1f}s")
+    finally:
+        if clients:
+            clients.close()
     return outcomes
+
+
+class _ThreadClients:
+    """One API client per worker thread.
+
+    ``kubernetes.stream.stream`` swaps the ApiClient's ``request`` method for the
+    duration of an exec and puts back what it found; two threads exec'ing through
+    one ApiClient can leave it swapped for good (every later plain request then
+    fails with "Handshake status 200 OK"). A client per thread avoids that.
+    """
+
+    def __init__(self, kube) -> None:
+        self.kube = kube
+        self.local = threading.local()
+        self.made: list = []
+        self.lock = threading.Lock()
+
+    def get(self):
+        if self.kube is None or not hasattr(self.kube, "kubeconfig"):
+            return self.kube  # a test double
+        client = getattr(self.local, "kube", None)
+        if client is None:
+            client = type(self.kube)(self.kube.kubeconfig, self.kube.context, self.kube.request_timeout)
+            self.local.kube = client
+            with self.lock:
+                self.made.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self.made:
+            client.close()
 
 
 # --------------------------------------------------------------------------- probes
@@ -312,6 +361,8 @@ def probe_command(probe: Probe, timeout_s: float) -> tuple[str, ...]:
         path = probe.path if probe.path.startswith("/") else "/" + probe.path
         # no -T: Debian's static busybox wget crashes with it; `timeout -s KILL` bounds it instead
         return ("wget", "-q", "-O", "/dev/null", f"http://{probe.address}{path}")
+    if proto == "DNS":
+        return ("nslookup", probe.target, probe.resolver) if probe.resolver else ("nslookup", probe.target)
     if proto == "ICMP":
         argv = ["ping", "-c", "1", "-W", secs]
         if probe.size:
@@ -326,7 +377,9 @@ def check_probe(probe: Probe) -> str:
         return f"unknown protocol {probe.protocol!r}"
     if not _SAFE_TARGET.match(probe.target or ""):
         return f"invalid target {probe.target!r}"
-    if probe.protocol.upper() != "ICMP" and not 0 < probe.port < 65536:
+    if probe.resolver and not _SAFE_TARGET.match(probe.resolver):
+        return f"invalid resolver {probe.resolver!r}"
+    if probe.protocol.upper() not in ("ICMP", "DNS") and not 0 < probe.port < 65536:
         return f"invalid port {probe.port}"
     if not _SAFE_PATH.match(probe.path):
         return f"invalid HTTP path {probe.path!r}"
@@ -362,6 +415,8 @@ def interpret(probe: Probe, result: CommandResult, timeout_s: float) -> ProbeRes
         ok, reason = _agnhost_reason(proto, out, last, timeout_s)
     elif proto == "HTTP":
         ok, reason = _wget_reason(out, last, timeout_s)
+    elif proto == "DNS":
+        ok, reason = _nslookup_reason(out, last, timeout_s)
     else:
         ok, reason = _ping_reason(out, last, timeout_s)
     return ProbeResult(probe, ok, latency, result.attempts, reason, last)
@@ -400,6 +455,17 @@ def _wget_reason(out: str, last: str, timeout_s: float) -> tuple[bool | None, st
     if "no route to host" in low:
         return False, "no route to host"
     return False, f"error: {last or 'no output'}"
+
+
+def _nslookup_reason(out: str, last: str, timeout_s: float) -> tuple[bool | None, str]:
+    low = out.lower()
+    if "timed out" in low or "no servers could be reached" in low:
+        return False, f"dns timeout: no answer within {timeout_s:g}s"
+    if "nxdomain" in low or "can't find" in low:
+        return False, f"dns failure: {last}"
+    if "refused" in low:
+        return False, "dns server refused the query"
+    return False, f"dns error: {last or 'no output'}"
 
 
 def _ping_reason(out: str, last: str, timeout_s: float) -> tuple[bool | None, str]:
