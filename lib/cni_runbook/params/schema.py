@@ -113,10 +113,20 @@ class Ssh(Strict):
     become_password: SecretRef | None = None
 
 
+class Preflight(Strict):
+    """Stage 00: which checks run, and which failing checks the operator accepts."""
+
+    profile: Literal["generic", "antrea", "lab"] | None = Field(
+        None, description="preflight check profile; null: follow cni.profile")
+    waivers: list[Annotated[str, Field(pattern=r"^[a-z0-9_-]+$")]] = Field(
+        [], description="failing checks accepted by name (e.g. module_openvswitch); recorded in the audit record")
+
+
 class Cluster(Strict):
     name: str = "cluster.local"
     ssh: Ssh = Ssh()
     nodes: list[Node] = []
+    preflight: Preflight = Preflight()
 
     @model_validator(mode="after")
     def _inventory(self) -> Cluster:

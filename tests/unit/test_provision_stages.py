@@ -1,0 +1,149 @@
+"""Stages 00/01 without a cluster: which hosts, plan mode renders and touches nothing, validation
+errors stop before Ansible starts, waivers are checked by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cni_runbook.lab.config import LabConfig
+from cni_runbook.params import LAB_FILE, PROJECT_ROOT, load_params
+from cni_runbook.provision import (
+    ClusterStage,
+    HostsError,
+    PreflightSetupError,
+    PreflightStage,
+    plan_preflight,
+    private_dir,
+    stage_hosts,
+)
+from cni_runbook.state import open_stage
+
+EXAMPLE = PROJECT_ROOT / "params" / "examples" / "kubespray-antrea.yaml"
+
+
+@pytest.fixture(autouse=True)
+def private_state(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNI_RUNBOOK_PRIVATE_HOME", str(tmp_path / "private"))
+
+
+def test_lab_hosts_follow_the_instance_and_note_moved_addresses(tmp_path):
+    params = load_params([str(LAB_FILE)]).params
+    hosts = stage_hosts(params, LabConfig(index=7, state_dir=tmp_path / "lab7"))
+    assert [(h.name, h.ansible_host, h.groups) for h in hosts.hosts] == [
+        ("lab-cp1", "10.99.7.11", ("kube_control_plane", "etcd")),
+        ("lab-w1", "10.99.7.12", ("kube_node",)), ("lab-w2", "10.99.7.13", ("kube_node",))]
+    assert hosts.hosts[0].ansible_ssh_private_key_file == str(tmp_path / "lab7" / "ssh" / "id_ed25519")
+    assert hosts.hosts[0].vars == {"ansible_python_interpreter": "/usr/bin/python3"}
+    assert hosts.notes == ["the lab instance 7 has its own addresses (CNI_RUNBOOK_LAB_INDEX): "
+                           "lab-cp1 10.99.0.11 -> 10.99.7.11, lab-w1 10.99.0.12 -> 10.99.7.12, lab-w2 10.99.0.13 -> 10.99.7.13"]
+    assert stage_hosts(params, LabConfig(index=0, state_dir=tmp_path / "lab0")).notes == []
+
+
+def test_lab_hosts_refuse_other_names_or_roles(tmp_path):
+    cfg = LabConfig(index=7, state_dir=tmp_path)
+    renamed = load_params([str(LAB_FILE)], ["cluster.nodes[2].name=lab-w3"]).params
+    with pytest.raises(HostsError, match="cluster.nodes name lab-cp1, lab-w1, lab-w3 but the lab's nodes are"):
+        stage_hosts(renamed, cfg)
+    roles = load_params([str(LAB_FILE)], ["cluster.nodes[1].roles=[kube_node, etcd]", "cluster.nodes[2].roles=[kube_node, etcd]"]).params
+    with pytest.raises(HostsError, match="lab-w1 has roles kube_node, etcd; the lab's lab-w1 is kube_node"):
+        stage_hosts(roles, cfg)
+
+
+def test_site_hosts_carry_the_ssh_settings():
+    params = load_params([str(EXAMPLE)]).params
+    hosts = stage_hosts(params)
+    assert hosts.source == "cluster.nodes" and hosts.names == ["cp1", "cp2", "cp3", "w1", "w2"]
+    h = hosts.hosts[0]
+    assert (h.ansible_user, h.ansible_port, h.ip, h.access_ip) == ("ansible", 22, "192.0.2.11", None)
+    assert h.ansible_ssh_private_key_file == str(Path("~/.ssh/id_ed25519").expanduser())
+
+
+def test_unknown_waiver_is_refused_before_anything_runs():
+    params = load_params([str(LAB_FILE)], ["cluster.preflight.waivers=[module_openvswich]"]).params
+    with pytest.raises(PreflightSetupError, match=r"unknown check\(s\) module_openvswich for profile lab"):
+        plan_preflight(params, LabConfig(index=7))
+    antrea = load_params([str(LAB_FILE)], ["cluster.preflight.profile=antrea",
+                                            "cluster.preflight.waivers=[module_openvswitch]"]).params
+    plan = plan_preflight(antrea, LabConfig(index=7))
+    assert plan.profile == "antrea" and plan.waivers == ["module_openvswitch"]
+    assert plan.actions[-1]["step"] == "waive"
+
+
+def test_preflight_plan_mode_writes_inventory_and_touches_nothing(tmp_path):
+    ctx = open_stage("00_preflight", [str(EXAMPLE)], [], tmp_path / "run", True)
+    stage = PreflightStage(ctx)
+    actions = stage.plan()
+    assert stage.run() is None
+    inventory = yaml.safe_load((ctx.artifacts / "inventory.yml").read_text())
+    assert sorted(inventory["all"]["hosts"]) == ["cp1", "cp2", "cp3", "w1", "w2"]
+    assert [a["step"] for a in actions[:2]] == ["reach", "check"]
+    assert "module_openvswitch" in actions[1]["detail"]  # cni.profile antrea -> the antrea checks
+    assert stage.status == "planned" and not (tmp_path / "run" / "ansible").exists()
+    record = ctx.result(stage.status, stage.summary(), stage.checks(), stage.data())
+    assert record["data"]["profile"] == "antrea"
+
+
+def test_preflight_with_a_bad_waiver_fails_the_stage_with_the_reason(tmp_path):
+    ctx = open_stage("00_preflight", [str(LAB_FILE)], ["cluster.preflight.waivers=[nope]"], tmp_path / "run", False)
+    stage = PreflightStage(ctx)
+    stage.plan()
+    assert stage.run() is None and stage.status == "failed"
+    assert stage.summary().startswith("cluster.preflight.waivers: unknown check(s) nope")
+
+
+def test_kubespray_plan_renders_validates_and_touches_nothing(tmp_path):
+    ctx = open_stage("01_cluster_no_cni", [str(EXAMPLE)], [], tmp_path / "run", True)
+    stage = ClusterStage(ctx)
+    actions = stage.plan()
+    assert [a["step"] for a in actions] == ["render", "render", "validate", "run", "verify"]
+    gv = yaml.safe_load((ctx.artifacts / "kubespray" / "group_vars" / "all" / "cni-runbook.yml").read_text())
+    assert gv["kube_network_plugin"] == "none" and gv["kube_proxy_remove"] is True and gv["kubeconfig_localhost"] is True
+    inventory = yaml.safe_load((ctx.artifacts / "kubespray" / "inventory.yml").read_text())
+    assert sorted(inventory["all"]["children"]["etcd"]["hosts"]) == ["cp1", "cp2", "cp3"]
+    rules = {f.rule: f for f in stage.findings}
+    # /srv/kubespray does not exist here; 3 control-plane nodes with plugin none: the HA trap.
+    assert rules["kubespray_dir"].severity == "error" and rules["trap_ha_no_cni"].severity == "warning"
+    assert rules["trap_ha_no_cni"].key == "cluster.nodes[*].roles"
+    assert stage.become  # user ansible: --become
+    assert stage.provision() is None and stage.verify() is None
+    assert stage.status == "planned"
+    assert stage.summary().endswith("1 validation error(s) would stop the apply")
+    assert not (tmp_path / "run" / "ansible").exists() and not (tmp_path / "private").exists()
+
+
+def test_kubespray_validation_errors_stop_before_ansible(tmp_path):
+    sets = ["kubespray.extra_vars={kubelet_rotate_server_certificates: 'yes'}"]
+    ctx = open_stage("01_cluster_no_cni", [str(EXAMPLE)], sets, tmp_path / "run", False)
+    stage = ClusterStage(ctx)
+    stage.plan()
+    assert stage.provision() is None and stage.kubespray is None
+    assert stage.status == "failed"
+    assert stage.summary().startswith("2 validation error(s) before Kubespray starts; no host was touched: ")
+    assert "kubelet_rotate_server_certificates must be a real boolean" in stage.summary()
+    assert not (tmp_path / "run" / "ansible").exists()
+    checks = {c["name"]: c for c in stage.checks()}
+    assert checks["kubespray_validation"]["status"] == "failed"
+    assert checks["api_reachable"]["status"] == "skipped" and checks["provision"]["status"] == "failed"
+
+
+def test_existing_without_the_file_fails_clearly(tmp_path):
+    ctx = open_stage("01_cluster_no_cni", [str(LAB_FILE)],
+                     ["provisioner.kind=existing", f"provisioner.kubeconfig={tmp_path / 'nope.conf'}",
+                      "cluster.nodes=[]"], tmp_path / "run", False)
+    stage = ClusterStage(ctx)
+    stage.plan()
+    assert stage.provision() is None and stage.status == "failed"
+    assert stage.summary() == f"provisioner.kubeconfig {tmp_path / 'nope.conf'} does not exist"
+    assert ctx.get("kubeconfig") is None
+
+
+def test_private_dir_is_outside_the_run_folder_and_private(tmp_path):
+    run = tmp_path / "outputs" / "20260101T000000Z-lab-abcd"
+    path = private_dir(run)
+    assert not str(path).startswith(str(run)) and path.stat().st_mode & 0o777 == 0o700
+    assert path == private_dir(run) and path != private_dir(tmp_path / "other" / run.name)
+    json.dumps(str(path))
