@@ -20,9 +20,13 @@ Loopback pairs are neither probed nor counted, as upstream does. Probing goes th
 03's engine (:func:`cni_runbook.validation.probe.run_probes`; one exec per source pod), from
 the layout pods' ``netexec`` container to the destination pods' IPs.
 
-Latency resolution: an *allowed* sentinel is seen within one probe round trip; a *blocked* one
-only after the probe timeout (``probe_timeout_s``), so the latency of a deny is exact to about
-that much.
+Two times are reported per set. ``latency_s``: apply -> the sentinel pairs show the new
+result (an *allowed* sentinel is seen within one probe round trip, a *blocked* one only after
+the probe timeout, so a deny is timed to about ``probe_timeout_s``). ``converged_s``: apply ->
+every probed pair matches; an upper bound, since it includes the probing of whole matrices.
+On the lab, kube-router passes the sentinels after about 1 s but needs several more seconds
+before every pair agrees (rules are rebuilt per node; pairs the policy should not touch can
+flap meanwhile), which is why mismatching pairs are probed again until the timeout.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ KEEP_ANNOTATION = "cni-runbook.io/keep"
 #: Scenario names of earlier params files, mapped to the built-in scenarios they meant.
 SCENARIO_ALIASES = {"default-deny": "default-deny-ingress", "allow-same-namespace": "namespace-isolation"}
 DEFAULT_PROTOCOLS = ("TCP", "UDP")
-SENTINELS_PER_MATRIX = 9
+SENTINELS_PER_MATRIX = 18
 
 
 class BaselineError(RuntimeError):
@@ -286,6 +290,14 @@ def summary_frame(results: Iterable[SetResult]) -> pd.DataFrame:
     return pd.DataFrame([r.row() for r in results])
 
 
+def correct_share(results: Iterable[SetResult]) -> pd.DataFrame:
+    """Sets x matrices: the share of probed pairs observed as expected (for a heatmap)."""
+    rows = {r.name: {m.label: m.comparison.correct / max(1, m.comparison.correct + m.comparison.incorrect
+                                                         + m.comparison.unknown) for m in r.matrices}
+            for r in results}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(index="set", columns="matrix")
+
+
 # --------------------------------------------------------------------------- display
 
 
@@ -395,6 +407,7 @@ class Verifier:
         #: policies in force besides the set under test: pre-existing ones, then kept ones
         self.base_policies: list[dict[str, Any]] = list(deployment.existing_policies)
         self.kept: list[str] = []
+        self.reasons: dict[Cell, str] = {}
         self.ips = {p.key: str(p.ips[0]) for p in self.cluster.pods if p.ips}
         missing = [p.key for p in self.cluster.pods if not p.ips]
         if missing:
@@ -409,7 +422,18 @@ class Verifier:
         probes = [_make_probe(s, self.ips[d], port, protocol, f"{s}->{d}") for s, d in cells]
         results = self.probe_fn(self.kube, probes, timeout_s=self.probe_timeout_s, attempts=self.attempts,
                                 concurrency=self.concurrency, container=NETEXEC_CONTAINER)
+        for cell, r in zip(cells, results, strict=True):
+            self.reasons[cell] = getattr(r, "reason", "") or ""
         return {cell: r.ok for cell, r in zip(cells, results, strict=True)}
+
+    def _why(self, cells: Iterable[Cell]) -> str:
+        """The most common probe failure reasons among ``cells``, for progress messages."""
+        counts: dict[str, int] = {}
+        for cell in cells:
+            reason = self.reasons.get(cell) or "reachable"
+            counts[reason] = counts.get(reason, 0) + 1
+        top = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+        return ", ".join(f"{n}x {reason}" for reason, n in top)
 
     def _observed(self, found: Mapping[Cell, bool | None]) -> pd.DataFrame:
         records = [{"src": s, "dst": d, "allowed": v} for (s, d), v in found.items()]
@@ -443,7 +467,8 @@ class Verifier:
                 break
             if time.monotonic() >= deadline:
                 break
-            self.say(f"{name}: {total} cell(s) differ from the expectation; probing them again")
+            self.say(f"{name}: {total} cell(s) differ from the expectation "
+                     f"({self._why(c for w in wrong.values() for c in w)}); probing them again")
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
             for pp, bad in wrong.items():
                 if bad:
@@ -732,6 +757,7 @@ __all__ = [
     "Verifier",
     "all_cells",
     "as_numbers",
+    "correct_share",
     "diff_numbers",
     "layout_for",
     "layout_probes",
