@@ -58,6 +58,14 @@ class Kube:
     def api(self) -> client.ApiClient:
         return config.new_client_from_config(config_file=str(self.kubeconfig), context=self.context)
 
+    def fresh_api(self) -> client.ApiClient:
+        """A new, unshared ApiClient (the caller closes it).
+
+        ``kubernetes.stream`` swaps ``call_api`` on the client it is given while an exec
+        runs, so an exec must never share a client with other threads.
+        """
+        return config.new_client_from_config(config_file=str(self.kubeconfig), context=self.context)
+
     @property
     def core(self) -> client.CoreV1Api:
         return client.CoreV1Api(self.api)

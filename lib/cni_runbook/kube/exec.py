@@ -1,9 +1,10 @@
-"""Run a command in a pod and get stdout, stderr and the exit code separately."""
+"""Run a command in a pod and get stdout, stderr and the exit code separately (thread-safe)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kubernetes import client
 from kubernetes.stream import stream
 
 from .client import Kube
@@ -24,10 +25,15 @@ def exec_in_pod(kube: Kube, namespace: str, pod: str, command: list[str], contai
                 timeout: float = 30) -> ExecResult:
     """Exec ``command`` (no shell unless you pass one) with a hard timeout."""
     kwargs = {"container": container} if container else {}
-    ws = stream(
-        kube.core.connect_get_namespaced_pod_exec, pod, namespace, command=command,
-        stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False, **kwargs,
-    )
+    api = kube.fresh_api()  # exec patches its client while it runs: never share one
+    try:
+        ws = stream(
+            client.CoreV1Api(api).connect_get_namespaced_pod_exec, pod, namespace, command=command,
+            stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False, **kwargs,
+        )
+    except Exception:
+        api.close()
+        raise
     try:
         ws.run_forever(timeout=timeout)
         out, err = ws.read_stdout(timeout=0) or "", ws.read_stderr(timeout=0) or ""
@@ -35,6 +41,7 @@ def exec_in_pod(kube: Kube, namespace: str, pod: str, command: list[str], contai
         code = ws.returncode if not ws.is_open() else None
     finally:
         ws.close()
+        api.close()
     return ExecResult(out, err, code)
 
 

@@ -65,8 +65,22 @@ def _rules(cfg: LabConfig) -> list[list[str]]:
     return [[a.format(br=cfg.bridge) for a in rule] for rule in _FORWARD_RULES]
 
 
+#: Host folders the labs created as mount points (shared by every lab instance of this boot).
+CREATED_DIRS_FILE = Path("/run/cni-runbook-lab/created-host-dirs.json")
+
+
 def _created_dirs_file(cfg: LabConfig) -> Path:
-    return cfg.state_dir / "created-host-dirs.json"
+    CREATED_DIRS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    return CREATED_DIRS_FILE
+
+
+def other_labs_running(cfg: LabConfig) -> list[str]:
+    """Network namespaces of other lab instances that still exist on this machine."""
+    netns = Path("/var/run/netns")
+    if not netns.is_dir():
+        return []
+    return sorted(p.name for p in netns.iterdir()
+                  if p.name.startswith("cnilab") and not p.name.startswith(f"{cfg.name}-"))
 
 
 def _link_exists(name: str) -> bool:
@@ -142,7 +156,12 @@ def create_node(cfg: LabConfig, node: Node) -> None:
         lines = ["127.0.0.1 localhost", f"{cfg.gateway} {cfg.name}-host"]
         lines += [f"{n.ip} {n.name}" for n in cfg.nodes]
         hosts.write_text("\n".join(lines) + "\n")
-        script = [f"umount -l {cfg.ns_dir}", f"hostname {node.name}"]
+        # The new mount namespace starts as a copy of the host's, including the namespace
+        # files other labs (and `ip netns`) have bind-mounted. Drop those copies first: a
+        # copy would keep another lab's namespaces alive after that lab is taken down.
+        drop_ns_copies = ("awk '{for (i = 7; $i != \"-\"; i++); if ($(i + 1) == \"nsfs\") print $5}' "
+                          "/proc/self/mountinfo | sort -r | while read -r m; do umount -l \"$m\"; done")
+        script = [drop_ns_copies, f"hostname {node.name}"]
         script += [f"mount --bind {node_dir / local} {target}" for local, target in NODE_MOUNTS.items()]
         script.append(f"mount --bind {hosts} /etc/hosts")
         mnt.touch()
@@ -244,7 +263,9 @@ def delete_all(cfg: LabConfig) -> None:
     if cfg.ns_dir.exists():
         quiet(["umount", str(cfg.ns_dir)])
     f = _created_dirs_file(cfg)
-    if f.exists():
+    # Removing a folder that is a mount point in another mount namespace detaches that
+    # mount there: only the last lab standing may remove the shared mount-point folders.
+    if f.exists() and not other_labs_running(cfg):
         for target in sorted(json.loads(f.read_text()), key=len, reverse=True):
             try:
                 os.rmdir(target)
@@ -266,8 +287,9 @@ def leftovers(cfg: LabConfig) -> list[str]:
         found += [f"cgroup {d}" for d in _cgroup_dirs(node) if d.exists()]
         found += [f"process {p}" for p in sorted(_pids_in_node(cfg, node))]
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        if str(cfg.state_dir) in line.split()[4]:
-            found.append(f"mount {line.split()[4]}")
+        mount_point = line.split()[4]
+        if mount_point == str(cfg.state_dir) or mount_point.startswith(f"{cfg.state_dir}/"):
+            found.append(f"mount {mount_point}")
     rules = run(["iptables", "-S", "FORWARD"], check=False).stdout
     found += [f"iptables rule: {r}" for r in rules.splitlines() if f"{cfg.bridge}:" in r]
     return found
