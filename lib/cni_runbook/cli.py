@@ -165,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         lab_cli = None  # the lab subcommand arrives with cni_runbook.lab
     if lab_cli is not None:
         lab_cli.register(sub)
+
+    from .cni import cli as cni_cli  # `rollback`: stage 02's objects (owned with cni/install.py)
+
+    cni_cli.register(sub)
     return parser
 
 

@@ -45,7 +45,7 @@ def _run(command: list[str], *, what: str, timeout: float, env: dict[str, str] |
         raise SourceError(f"{what}: helm took more than {timeout:g} s") from exc
     if done.returncode != 0:
         message = (done.stderr.strip() or done.stdout.strip() or f"exit code {done.returncode}")
-        raise SourceError(f"{what}: {' '.join(command[1:3])} failed: {message}")
+        raise SourceError(f"{what}: helm {command[1]} failed: {message}")
     return done.stdout
 
 

@@ -288,6 +288,7 @@ class InstallResult:
     rolled_back: list = field(default_factory=list)
     record: Path | None = None
     antctl_output: str = ""
+    error: str = ""  # set by apply_stage when the install failed (the InstallError's message)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -304,7 +305,8 @@ class InstallResult:
 
     @property
     def ok(self) -> bool:
-        return all(s.status != "failed" for s in [*self.steps, *self.post_checks]) and not self.rolled_back
+        return (all(s.status != "failed" for s in [*self.steps, *self.post_checks])
+                and not self.rolled_back and not self.error)
 
     def applied_table(self):
         import pandas as pd
@@ -705,6 +707,72 @@ def antrea_post_checks(kube, objects: Sequence[ManifestObject], *, namespace: st
     return [*checks, step], output
 
 
+# ----------------------------------------------------------------------------- the stage
+
+
+def apply_stage(ctx, prepared: Prepared, *, timeouts: Timeouts = Timeouts(), progress: Progress | None = print,
+                antctl_timeout: float = 900) -> InstallResult:
+    """Stage 02 outside plan mode: connect, check the objects against the cluster, apply by the
+    params' route, wait, health, Antrea post-checks. Never raises for a failed install: the
+    returned result has ``error`` set (and what was rolled back), so the notebook can show it all
+    and record a failed result.
+
+    Route ``direct``: :func:`install` (``cni.server_dry_run`` -> dry run, no waits). Route
+    ``kubespray_custom_cni``: the inventory and group_vars are rendered from the params into the
+    artifacts and Kubespray's network step applies the protected manifest
+    (:mod:`cni_runbook.cni.kubespray_route`); a server dry-run never goes through Kubespray.
+    """
+    from ..kube import Kube
+
+    params, cni = ctx.params, ctx.params.cni
+    if prepared.rendered is None:
+        return InstallResult(dry_run=cni.server_dry_run, error="nothing rendered: " + "; ".join(prepared.notes))
+    kubeconfig, context = kubeconfig_for(params, ctx.get)
+    kube = Kube.from_kubeconfig(kubeconfig, context)
+    result = InstallResult(dry_run=cni.server_dry_run)
+    try:
+        objects = objects_for_cluster(prepared.rendered, kube, namespace=cni.namespace)
+        write_target(ctx.artifacts, kubeconfig, context)
+        if cni.route == "kubespray_custom_cni" and not cni.server_dry_run:
+            result = _kubespray_route(ctx, prepared, kube, objects, timeouts=timeouts, progress=progress)
+        else:
+            result = install(kube, objects, record_dir=ctx.artifacts, dry_run=cni.server_dry_run, namespace=cni.namespace,
+                             timeouts=timeouts, progress=progress)
+        if cni.profile == "antrea" and not cni.server_dry_run:
+            checks, result.antctl_output = antrea_post_checks(kube, objects, namespace=cni.namespace,
+                                                              antctl_timeout=antctl_timeout)
+            result.post_checks += checks
+    except (InstallError, ManifestError, SourceError) as exc:
+        result = getattr(exc, "result", None) or result
+        result.error = str(exc)
+    finally:
+        kube.close()
+    return result
+
+
+def _kubespray_route(ctx, prepared: Prepared, kube, objects, *, timeouts: Timeouts, progress: Progress | None) -> InstallResult:
+    from ..kubespray import ClusterVars, Host, write_inventory_dir
+    from .kubespray_route import install_via_kubespray, write_custom_cni
+
+    params = ctx.params
+    ks, ssh = params.kubespray, params.cluster.ssh
+    hosts = [Host(name=n.name, ansible_host=n.ansible_host, roles=tuple(n.roles),
+                  ip=str(n.ip) if n.ip else None, access_ip=str(n.access_ip) if n.access_ip else None,
+                  ansible_user=ssh.user, ansible_port=ssh.port,
+                  ansible_ssh_private_key_file=str(ssh.key_file) if ssh.key_file else None)
+             for n in params.cluster.nodes]
+    cluster = ClusterVars(kube_network_plugin="custom_cni", kube_service_addresses=str(ks.kube_service_addresses),
+                          kube_pods_subnet=str(ks.kube_pods_subnet), kube_network_node_prefix=ks.kube_network_node_prefix,
+                          kube_proxy_mode=ks.kube_proxy_mode, kube_proxy_remove=ks.kube_proxy_remove)
+    extras = dict(ks.extra_vars) | ({"kube_version": ks.kube_version} if ks.kube_version else {})
+    files = write_inventory_dir(ctx.artifacts / "inventory", hosts, cluster, extras)
+    write_custom_cni(prepared.rendered.rendered, files.inventory_dir)
+    _, result = install_via_kubespray(kube, objects, kubespray_dir=ks.dir, inventory=files.inventory, run_dir=ctx.run_dir,
+                                      record_dir=ctx.artifacts, timeouts=timeouts, redact=ctx.redactor.text,
+                                      progress=progress)
+    return result
+
+
 # ----------------------------------------------------------------------------- rollback
 
 
@@ -813,6 +881,7 @@ __all__ = [
     "antrea_checks",
     "antrea_post_checks",
     "apiservices_available",
+    "apply_stage",
     "cluster_facts",
     "health_table",
     "install",
