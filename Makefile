@@ -1,14 +1,30 @@
-# The two README commands: `make run` and `make test`.
+# The two README commands: `make run` (the whole runbook against the embedded lab) and
+# `make test`. Both set up everything on a fresh Debian machine (run as root: the lab
+# creates network namespaces, mounts and cgroups).
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PARAMS  ?= params/lab.yaml
 KERNEL  := $(VENV)/share/jupyter/kernels/cni-runbook/kernel.json
-# LAB=1 runs the stages for real against the embedded lab once cni_runbook.lab is importable;
-# otherwise `make run` plans only (renders and records every stage, touches nothing).
-LAB     ?= 0
-PLAN     = $(if $(filter 1,$(LAB)),$(shell $(PY) -c 'import cni_runbook.lab.cli' 2>/dev/null || echo --plan),--plan)
 
-.PHONY: run test venv kernel
+# Debian packages the lab runs on (the Kubernetes binaries are built from Go modules).
+LAB_PACKAGES := containerd runc containernetworking-plugins iperf3 openssh-server openssh-client \
+                iptables ipset conntrack docker-registry busybox-static iproute2 util-linux mount \
+                procps kmod python3-venv make
+# command whose absence means its package is missing
+LAB_COMMANDS := containerd runc /usr/lib/cni/bridge iperf3 /usr/sbin/sshd ssh-keygen iptables-legacy \
+                ipset conntrack docker-registry /bin/busybox ip nsenter
+
+.PHONY: run plan test venv kernel system lab-build
+
+# Install the Debian packages the lab needs when one is missing (needs root).
+system:
+	@missing=""; for c in $(LAB_COMMANDS); do command -v $$c >/dev/null 2>&1 || [ -x $$c ] || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing the lab's Debian packages (missing:$$missing)"; \
+	  export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && \
+	  apt-get install -y -qq --no-install-recommends $(LAB_PACKAGES) >/dev/null; \
+	fi
+	@command -v go >/dev/null 2>&1 || { echo "error: the lab builds Kubernetes from the Go module proxy: install Go >= 1.25"; exit 1; }
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,11 +39,20 @@ $(KERNEL): $(VENV)/.installed
 
 kernel: $(KERNEL)
 
-# Every stage against params/lab.yaml into a new outputs/<run-id>/ (ARGS="--set ..." to add).
-run: kernel
-	$(VENV)/bin/cni-runbook run --params $(PARAMS) $(PLAN) $(ARGS)
+# Kubernetes binaries and lab images (cached under ~/.cache/cni-runbook; first time ~10-15 min).
+lab-build: system venv
+	$(VENV)/bin/cni-runbook lab build
 
-# Unit, notebook and lab tests; pytest's "no tests collected" (exit 5) is not a failure.
-test: kernel
+# The main job: every stage for real against the embedded lab, into a new outputs/<run-id>/.
+# The lab stays up afterwards for exploring; `.venv/bin/cni-runbook lab down` removes it.
+run: system kernel lab-build
+	$(VENV)/bin/cni-runbook run --params $(PARAMS) $(ARGS)
+
+# Every stage in plan mode (renders and records, touches nothing; no root needed).
+plan: kernel
+	$(VENV)/bin/cni-runbook run --params $(PARAMS) --plan $(ARGS)
+
+# Unit, notebook and lab end-to-end tests; pytest's "no tests collected" (exit 5) is not a failure.
+test: system kernel lab-build
 	$(PY) -m pytest $(or $(TESTS),tests); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc

@@ -141,6 +141,11 @@ def up(cfg: LabConfig | None = None, hosts_only: bool = False, progress: Progres
         return f"lab already up ({current}); nothing to do"
     _check_prerequisites()
     started = time.monotonic()
+    if current == "down":
+        stale = hosts.leftovers(cfg)
+        if stale:  # e.g. the machine's processes were killed without `lab down`
+            progress(f"[lab] removing what an earlier lab left behind ({len(stale)} items)")
+            down(cfg, progress=lambda _m: None)
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     try:
         build(progress)
