@@ -379,6 +379,9 @@ class FakeKube:
     def get(self, api_version, kind, name, namespace=None):
         return {"metadata": {"name": name}} if kind == "Deployment" and name == "coredns" else None
 
+    def close(self):
+        pass
+
 
 def test_phases_wait_for_rollouts_before_custom_resources_and_apiservices_last(recorder, tmp_path):
     objects = ordered_objects(Manifest(SET, "set.yaml"))
@@ -494,3 +497,74 @@ def test_cli_has_a_rollback_subcommand(tmp_path, capsys):
     args = cli.build_parser().parse_args(["rollback", str(tmp_path)])
     assert args.func(args) == 1
     assert "no artifacts/02_cni_install*/applied.jsonl" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- apply_stage
+
+
+def _stage(tmp_path, route: str = "direct", **cni):
+    from cni_runbook.state import open_stage
+
+    (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
+    (tmp_path / "id_key").write_text("not a key\n")
+    site = {
+        "site": "unit",
+        "provisioner": {"kind": "existing", "kubeconfig": "./kubeconfig"},
+        "cluster": {"ssh": {"user": "ops", "key_file": "./id_key"}, "nodes": [
+            {"name": "cp1", "roles": ["kube_control_plane", "etcd", "kube_node"], "ansible_host": "192.0.2.10", "ip": "192.0.2.10"}]},
+        "kubespray": {"network_plugin": "custom_cni" if route == "kubespray_custom_cni" else "none", "dir": str(tmp_path)},
+        "cni": {"profile": "lab", "version": None, "route": route, **cni},
+    }
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(site))
+    return open_stage("02_cni_install", [str(tmp_path / "site.yaml")], [], tmp_path / "run", False)
+
+
+@pytest.fixture()
+def offline_cluster(monkeypatch):
+    """apply_stage's cluster calls answered without a cluster: no live namespaces check, no CoreDNS."""
+    monkeypatch.setattr("cni_runbook.kube.Kube.from_kubeconfig", classmethod(lambda cls, path, context=None: FakeKube()))
+    monkeypatch.setattr(engine, "objects_for_cluster",
+                        lambda rendered, kube, namespace: ordered_objects(rendered.rendered, default_namespace=namespace))
+
+
+def test_apply_stage_kubespray_route_writes_inventory_group_vars_and_manifest(tmp_path, offline_cluster, monkeypatch):
+    ctx = _stage(tmp_path, route="kubespray_custom_cni")
+    seen = {}
+
+    def fake_install(kube, objects, **kwargs):
+        seen.update(kwargs, objects=objects)
+        return None, engine.InstallResult(dry_run=False, applied=[Applied("v1", "ConfigMap", "kube-system", "x", "created")])
+
+    monkeypatch.setattr("cni_runbook.cni.kubespray_route.install_via_kubespray", fake_install)
+    prepared = engine.prepare(ctx.params.cni, ctx.artifacts)
+    result = engine.apply_stage(ctx, prepared, progress=None)
+
+    assert result.error == "" and result.counts == {"created": 1}
+    inventory = ctx.artifacts / "inventory"
+    assert seen["inventory"] == inventory / "inventory.yml" and Path(seen["kubespray_dir"]) == tmp_path
+    assert len(seen["objects"]) == 5
+    hosts = yaml.safe_load((inventory / "inventory.yml").read_text())["all"]["hosts"]
+    assert hosts["cp1"]["ansible_user"] == "ops" and hosts["cp1"]["ansible_ssh_private_key_file"] == str(tmp_path / "id_key")
+    managed = yaml.safe_load((inventory / "group_vars" / "all" / "cni-runbook.yml").read_text())
+    assert managed["kube_network_plugin"] == "custom_cni"
+    custom = yaml.safe_load((inventory / GROUP_VARS_FILE).read_text())
+    assert custom["custom_cni_manifests"] == [str(inventory / "custom_cni" / "cni-runbook-cni.yml")]
+    assert json.loads((ctx.artifacts / engine.TARGET_NAME).read_text())["kubeconfig"] == str(tmp_path / "kubeconfig")
+
+
+def test_apply_stage_reports_a_failed_install_in_the_result(tmp_path, offline_cluster, monkeypatch):
+    ctx = _stage(tmp_path)
+
+    def failing_install(kube, objects, **kwargs):
+        raise engine.InstallError("CNI install failed: boom\nrolled back the 5 object(s)",
+                                  engine.InstallResult(dry_run=False, rolled_back=[1, 2, 3, 4, 5]))
+
+    monkeypatch.setattr(engine, "install", failing_install)
+    result = engine.apply_stage(ctx, engine.prepare(ctx.params.cni, ctx.artifacts), progress=None)
+    assert result.error.startswith("CNI install failed: boom") and not result.ok and len(result.rolled_back) == 5
+
+
+def test_apply_stage_with_nothing_rendered_says_why(tmp_path):
+    ctx = _stage(tmp_path)
+    prepared = engine.Prepared("antrea", None, None, (), None, ("plan mode: not downloaded",))
+    assert engine.apply_stage(ctx, prepared).error == "nothing rendered: plan mode: not downloaded"
