@@ -239,8 +239,9 @@ def test_schedulable_nodes_skip_tainted_and_not_ready() -> None:
 
 def test_styled_matrix_and_numbers() -> None:
     expected = PolicyEngine(CLUSTER, V.select_scenarios(["default-deny-ingress"], CLUSTER, LAYOUT)[0].policies).matrix(80)
-    html = V.styled_matrix(expected, "expected").to_html()
-    assert "expected" in html and "#f8d7da" in html
+    shown = V.styled_matrix(expected, "expected")
+    assert "expected" in shown.html and "#f8d7da" in shown.html
+    assert repr(shown).splitlines()[0] == "expected" and repr(shown).splitlines()[2].split()[:3] == ["x/a", "-", "X"]
     numbers = V.as_numbers(expected)
     assert numbers.at["y/a", "x/a"] == 0.0 and numbers.at["x/a", "y/a"] == 1.0
     diff = M.compare(expected, expected).diff

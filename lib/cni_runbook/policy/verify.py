@@ -40,6 +40,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from ..display import Shown
 from ..kube import Kube
 from ..kube.apply import Applied, Applier, rollback
 from . import matrix as M
@@ -309,15 +310,19 @@ _CELL_STYLE = {
 }
 
 
-def styled_matrix(frame: pd.DataFrame, caption: str | None = None, diff: bool = False):
-    """A truth table in ``.`` / ``X`` notation, coloured (a diff: ``.`` agree, ``X`` disagree)."""
+def styled_matrix(frame: pd.DataFrame, caption: str | None = None, diff: bool = False) -> Shown:
+    """A truth table in ``.`` / ``X`` notation, coloured (a diff: ``.`` agree, ``X`` disagree);
+    HTML in Jupyter, the plain ``.``/``X`` table in batch logs."""
     notation = frame if diff else M.to_notation(frame)
     if not diff:  # loopback cells are not probed: grey them out
         notation = notation.copy()
         for key in notation.index.intersection(notation.columns):
             notation.at[key, key] = M.IGNORED
     styler = notation.style.map(lambda v: _CELL_STYLE.get(v, "")).set_properties(**{"text-align": "center"})
-    return styler.set_caption(caption) if caption else styler
+    if caption:
+        styler = styler.set_caption(caption)
+    text = M.render(notation)
+    return Shown(f"{caption}\n{text}" if caption else text, html=styler.to_html())
 
 
 def as_numbers(frame: pd.DataFrame) -> pd.DataFrame:
@@ -634,6 +639,13 @@ class PolicyRun:
     @property
     def ok(self) -> bool:
         return not self.error and self.baseline is not None and all(r.ok for r in self.results)
+
+    def placement(self) -> list[dict[str, str]]:
+        """Where each layout pod ran, with its IP."""
+        if self.deployment is None:
+            return []
+        return [{"pod": p.key, "node": self.deployment.nodes.get(p.key, ""), "ip": ", ".join(map(str, p.ips))}
+                for p in self.deployment.cluster.pods]
 
     def checks(self) -> list[dict[str, Any]]:
         out = []
