@@ -159,7 +159,7 @@ def _validation(p) -> list[dict[str, str]]:
 
 
 def _policy_qos(p) -> list[dict[str, str]]:
-    out = [_action("scenario", p.policy.namespace, s) for s in p.policy.scenarios]
+    out = [_action("scenario", "x, y, z" if p.policy.layout is None else "own layout", s) for s in p.policy.scenarios]
     out += [_action("apply", f, "apply and verify the expected allow/deny matrix") for f in p.policy.files]
     if p.qos.enabled:
         bw = p.qos.bandwidth

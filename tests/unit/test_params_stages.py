@@ -40,7 +40,7 @@ def test_kubespray_site_outline():
     assert cni[0]["detail"] == "the antrea profile's own manifests (v2.7.0)"
     assert cni[1] == {"step": "render", "target": "config", "detail": "override antrea-agent.conf"}
     policy = stages.outline("04", p)
-    assert [a["step"] for a in policy] == ["scenario", "scenario", "apply", "qos"]
+    assert [a["step"] for a in policy] == ["scenario", "apply", "qos"]
 
 
 def test_custom_cni_and_helm_outlines():

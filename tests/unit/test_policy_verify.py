@@ -175,10 +175,10 @@ def test_policy_file_problems_name_file_and_object(tmp_path: Path) -> None:
     assert "namespace 'prod' is not in the test layout" in text
 
 
-def test_scenario_names_aliases_and_unknown() -> None:
-    names = [s.name for s in V.select_scenarios(["default-deny", "allow-same-namespace", "default-deny-ingress"],
+def test_scenario_names_in_order_without_repeats_and_unknown() -> None:
+    names = [s.name for s in V.select_scenarios(["namespace-isolation", "default-deny-ingress", "namespace-isolation"],
                                                 CLUSTER, LAYOUT)]
-    assert names == ["default-deny-ingress", "namespace-isolation"]
+    assert names == ["namespace-isolation", "default-deny-ingress"]
     assert len(V.select_scenarios(["all"], CLUSTER, LAYOUT)) == 6
     with pytest.raises(ValueError, match="unknown built-in scenario 'nope'; known: all, default-deny-ingress"):
         V.select_scenarios(["nope"], CLUSTER, LAYOUT)

@@ -286,10 +286,10 @@ class Validation(Strict):
 # --- policy and qos -------------------------------------------------------------------------
 
 class Policy(Strict):
-    namespace: str = Field("cni-runbook-policy", pattern=_NAME)
     files: list[FilePath] = Field([], description="NetworkPolicy manifests to apply and verify")
     scenarios: list[Annotated[str, Field(pattern=_NAME)]] = Field(
-        ["default-deny", "allow-same-namespace"], description="built-in scenarios to exercise ('all': every one)")
+        ["all"], description="built-in scenarios to exercise by name ('all': every one; "
+        "cni_runbook.policy.scenarios lists them)")
     keep: bool = Field(False, description="leave the policies of `files` applied after verification "
                        "(per object: annotation cni-runbook.io/keep: 'true')")
     layout: FreeMap | None = Field(None, description="own test namespaces/pods/labels "

@@ -57,7 +57,6 @@ ProbeFn = Callable[..., list[Any]]
 
 KEEP_ANNOTATION = "cni-runbook.io/keep"
 #: Scenario names of earlier params files, mapped to the built-in scenarios they meant.
-SCENARIO_ALIASES = {"default-deny": "default-deny-ingress", "allow-same-namespace": "namespace-isolation"}
 DEFAULT_PROTOCOLS = ("TCP", "UDP")
 SENTINELS_PER_MATRIX = 18
 
@@ -106,17 +105,15 @@ def layout_probes(layout: Layout) -> tuple[PortProto, ...]:
 
 
 def select_scenarios(names: Sequence[str], cluster: Cluster, layout: Layout) -> list[PolicySet]:
-    """Built-in scenarios by name (``all`` = every one; older names accepted, see
-    :data:`SCENARIO_ALIASES`), in the order asked for."""
+    """Built-in scenarios by name (``all`` = every one), in the order asked for."""
     scenarios = {s.name: s for s in builtin_scenarios(cluster, ports=layout.ports[:2] if len(layout.ports) >= 2
                                                       else layout.ports)}
     wanted: list[str] = []
     for raw in names:
-        picked = list(scenarios) if raw == "all" else [SCENARIO_ALIASES.get(raw, raw)]
+        picked = list(scenarios) if raw == "all" else [raw]
         for name in picked:
             if name not in scenarios:
-                raise ValueError(f"unknown built-in scenario {raw!r}; known: all, {', '.join(scenarios)}"
-                                 f" (and the older names {', '.join(SCENARIO_ALIASES)})")
+                raise ValueError(f"unknown built-in scenario {raw!r}; known: all, {', '.join(scenarios)}")
             if name not in wanted:
                 wanted.append(name)
     return [
@@ -764,7 +761,6 @@ __all__ = [
     "PolicyFileError",
     "PolicyRun",
     "PolicySet",
-    "SCENARIO_ALIASES",
     "SetResult",
     "Verifier",
     "all_cells",
