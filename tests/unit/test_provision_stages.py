@@ -34,7 +34,7 @@ def test_lab_hosts_follow_the_instance_and_note_moved_addresses(tmp_path):
     params = load_params([str(LAB_FILE)]).params
     hosts = stage_hosts(params, LabConfig(index=7, state_dir=tmp_path / "lab7"))
     assert [(h.name, h.ansible_host, h.groups) for h in hosts.hosts] == [
-        ("lab-cp1", "10.99.7.11", ("kube_control_plane", "etcd")),
+        ("lab-cp1", "10.99.7.11", ("kube_control_plane", "kube_node", "etcd")),
         ("lab-w1", "10.99.7.12", ("kube_node",)), ("lab-w2", "10.99.7.13", ("kube_node",))]
     assert hosts.hosts[0].ansible_ssh_private_key_file == str(tmp_path / "lab7" / "ssh" / "id_ed25519")
     assert hosts.hosts[0].vars == {"ansible_python_interpreter": "/usr/bin/python3"}

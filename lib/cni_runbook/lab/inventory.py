@@ -16,8 +16,9 @@ PYTHON = "/usr/bin/python3"
 
 
 def lab_roles(control_plane: bool) -> tuple[str, ...]:
-    """Kubespray groups of a lab node: the control plane also holds etcd; workers run pods."""
-    return (CONTROL_PLANE, ETCD) if control_plane else (NODE,)
+    """Kubespray groups of a lab node: the control plane also holds etcd and, like Kubespray's
+    sample inventory, runs pods (it is in kube_node too, so it is not tainted)."""
+    return (CONTROL_PLANE, ETCD, NODE) if control_plane else (NODE,)
 
 
 def lab_inventory(cfg: LabConfig | None = None) -> list[Host]:
