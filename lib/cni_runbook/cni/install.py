@@ -330,7 +330,8 @@ class InstallResult:
     def summary(self) -> str:
         counts = ", ".join(f"{n} {a}" for a, n in sorted(self.counts.items())) or "nothing applied"
         mode = "server-side dry-run: " if self.dry_run else ""
-        return f"{mode}{len(self.applied)} objects ({counts}); {self.changes} change(s)"
+        rolled = f"; rolled back {len(self.rolled_back)} created object(s)" if self.rolled_back else ""
+        return f"{mode}{len(self.applied)} objects ({counts}); {self.changes} change(s){rolled}"
 
 
 def _timed(result: InstallResult, name: str, func: Callable[[], str]) -> str:
@@ -405,6 +406,7 @@ def install(
         return result
 
     result.record = record_dir / RECORD_NAME
+    step = "base"
     try:
         for step, phases in STEP_PHASES:
             chunk = [b for o, b in zip(objects, bodies) if o.phase in phases]
@@ -425,7 +427,7 @@ def install(
             verify_installation(kube, objects, result, timeouts=timeouts, expected_nodes=expected_nodes, progress=say,
                                 rollouts=False)
     except Exception as exc:  # noqa: BLE001 - any failure: roll back what this run created
-        message = f"CNI install failed: {exc}"
+        message = f"CNI install failed (step {step}: {', '.join(dict(STEP_PHASES)[step])}): {exc}"
         try:
             result.health = health_table(kube, objects)
             message += unhealthy_pods(result.health)
@@ -722,7 +724,7 @@ def apply_stage(ctx, prepared: Prepared, *, timeouts: Timeouts = Timeouts(), pro
     artifacts and Kubespray's network step applies the protected manifest
     (:mod:`cni_runbook.cni.kubespray_route`); a server dry-run never goes through Kubespray.
     """
-    from ..kube import Kube
+    from ..kube import Kube, KubeError
 
     params, cni = ctx.params, ctx.params.cni
     if prepared.rendered is None:
@@ -742,7 +744,7 @@ def apply_stage(ctx, prepared: Prepared, *, timeouts: Timeouts = Timeouts(), pro
             checks, result.antctl_output = antrea_post_checks(kube, objects, namespace=cni.namespace,
                                                               antctl_timeout=antctl_timeout)
             result.post_checks += checks
-    except (InstallError, ManifestError, SourceError) as exc:
+    except (InstallError, ManifestError, SourceError, KubeError) as exc:
         result = getattr(exc, "result", None) or result
         result.error = str(exc)
     finally:
