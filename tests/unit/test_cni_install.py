@@ -407,8 +407,7 @@ def test_a_failed_wait_rolls_back_what_the_run_created(recorder, tmp_path):
         engine.install(FakeKube(), objects, record_dir=tmp_path)
     assert recorder.calls[-1] == "rollback" and "apply t1" not in recorder.calls
     assert str(err.value).startswith(
-        "CNI install failed (step base: namespaces, crds, rbac, config, unknown, services, webhooks, workloads): "
-        "rollout ctl: timed out\nrolled back the 4 object(s)")
+        "CNI install failed while waiting for the rollouts: rollout ctl: timed out\nrolled back the 4 object(s)")
     result = err.value.result
     assert [s.status for s in result.steps] == ["passed", "failed"] and not result.ok
 

@@ -406,28 +406,32 @@ def install(
         return result
 
     result.record = record_dir / RECORD_NAME
-    step = "base"
+    doing = "starting"
     try:
         for step, phases in STEP_PHASES:
             chunk = [b for o, b in zip(objects, bodies) if o.phase in phases]
             if not chunk:
                 continue
+            doing = f"applying {step} ({', '.join(phases)})"
             say(f"applying {step}: {len(chunk)} object(s)")
             result.applied += applier.apply(chunk, record=result.record, rollback_on_error=False)
             if step == "base" and wait:
+                doing = "waiting for the rollouts"
                 for o in objects:
                     if o.ref.kind in WORKLOAD_KINDS and o.ref.group == "apps":
                         _timed(result, f"rollout {o.ref.kind} {o.ref.namespace}/{o.ref.name}",
                                lambda o=o: _rollout(kube, o, timeouts.rollout_s, say))
             if step == "apiservices" and wait:
+                doing = "waiting for the APIServices"
                 names = [o.ref.name for o in objects if o.ref.kind == "APIService"]
                 _timed(result, f"APIServices Available ({len(names)})",
                        lambda: apiservices_available(kube, names, timeout=timeouts.apiservice_s, progress=say))
         if wait:
+            doing = "waiting for the nodes and CoreDNS"
             verify_installation(kube, objects, result, timeouts=timeouts, expected_nodes=expected_nodes, progress=say,
                                 rollouts=False)
     except Exception as exc:  # noqa: BLE001 - any failure: roll back what this run created
-        message = f"CNI install failed (step {step}: {', '.join(dict(STEP_PHASES)[step])}): {exc}"
+        message = f"CNI install failed while {doing}: {exc}"
         try:
             result.health = health_table(kube, objects)
             message += unhealthy_pods(result.health)
@@ -436,9 +440,14 @@ def install(
         if rollback_on_failure:
             from ..kube.apply import rollback
 
-            result.rolled_back = rollback(kube, result.record, timeout=timeouts.rollback_s, progress=say)
-            message += (f"\nrolled back the {len(result.rolled_back)} object(s) this run created "
-                        f"(record: {result.record}); nothing is left half-applied")
+            try:
+                result.rolled_back = rollback(kube, result.record, timeout=timeouts.rollback_s, progress=say)
+            except Exception as failed:  # noqa: BLE001 - report both failures, never hide the first
+                message += (f"\nROLLBACK FAILED: {failed}\nobjects of this run may be left on the cluster; "
+                            f"{result.record} lists what it created (`cni-runbook rollback` retries)")
+            else:
+                message += (f"\nrolled back the {len(result.rolled_back)} object(s) this run created "
+                            f"(record: {result.record}); nothing is left half-applied")
         else:
             message += f"\nnothing was rolled back (rollback_on_failure=False); `rollback` with {result.record} removes it"
         raise InstallError(message, result) from exc
