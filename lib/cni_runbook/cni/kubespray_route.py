@@ -178,8 +178,14 @@ def install_via_kubespray(
             result.applied = record_changes(kube, objects, before, result.record)
         message = f"CNI install through Kubespray custom_cni failed: {exc}"
         if rollback_on_failure:
-            result.rolled_back = rollback(kube, result.record, timeout=timeouts.rollback_s, progress=say)
-            message += f"\nrolled back the {len(result.rolled_back)} object(s) this run created; nothing is left half-applied"
+            try:
+                result.rolled_back = rollback(kube, result.record, timeout=timeouts.rollback_s, progress=say)
+            except Exception as failed:  # noqa: BLE001 - report both failures, never hide the first
+                message += (f"\nROLLBACK FAILED: {failed}\nobjects of this run may be left on the cluster; "
+                            f"{result.record} lists what it created (`cni-runbook rollback` retries)")
+            else:
+                message += (f"\nrolled back the {len(result.rolled_back)} object(s) this run created; "
+                            "nothing is left half-applied")
         raise InstallError(message, result) from exc
     return run, result
 
