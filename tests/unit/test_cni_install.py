@@ -569,3 +569,46 @@ def test_apply_stage_with_nothing_rendered_says_why(tmp_path):
     ctx = _stage(tmp_path)
     prepared = engine.Prepared("antrea", None, None, (), None, ("plan mode: not downloaded",))
     assert engine.apply_stage(ctx, prepared).error == "nothing rendered: plan mode: not downloaded"
+
+
+def test_a_failed_kubespray_step_rolls_back_what_it_created(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from cni_runbook.cni import kubespray_route
+
+    objects = ordered_objects(Manifest(SET, "set.yaml"))
+    live: dict[str, dict] = {}
+
+    class Kube:
+        def get(self, api_version, kind, name, namespace=None):
+            return live.get(name)
+
+    class Ansible:
+        ok = False
+
+        def summary(self):
+            return "failed: 1 task on cp1"
+
+        def failed_tasks(self):
+            return pd.DataFrame([{"host": "cp1", "task": "Custom CNI | Start Resources", "message": "apply failed"}])
+
+    class Run:
+        ansible = Ansible()
+
+    def network_step(*args, **kwargs):
+        live["sys"] = {"metadata": {"resourceVersion": "1"}}  # kubectl got as far as the Namespace
+        return Run()
+
+    removed = []
+    monkeypatch.setattr(kubespray_route, "run_network_step", network_step)
+    monkeypatch.setattr("cni_runbook.kube.apply.rollback",
+                        lambda kube, record, **kw: removed.extend(Applied(**json.loads(x)) for x in Path(record).read_text().splitlines()) or removed)
+    with pytest.raises(engine.InstallError) as err:
+        kubespray_route.install_via_kubespray(Kube(), objects, kubespray_dir=tmp_path, inventory=tmp_path / "inv.yml",
+                                              run_dir=tmp_path, record_dir=tmp_path / "art")
+    message = str(err.value)
+    assert message.startswith("CNI install through Kubespray custom_cni failed: Kubespray's network step failed "
+                              "(failed: 1 task on cp1):")
+    assert "Custom CNI | Start Resources" in message and "rolled back the 1 object(s) this run created" in message
+    assert [(a.kind, a.name, a.action) for a in removed] == [("Namespace", "sys", "created")]
+    assert err.value.result.steps[0].status == "failed"
