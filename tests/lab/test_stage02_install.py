@@ -285,3 +285,19 @@ def test_install_again_leaves_the_lab_with_its_cni(lab, kube, lab_cni, tmp_path)
     result = engine.install(kube, objects, record_dir=tmp_path, timeouts=FAST, expected_nodes=3)
     lab.has_cni = True
     assert result.ok and result.counts == {"created": 5}
+
+
+def test_antrea_post_checks_read_the_real_api_and_report_a_missing_antrea(kube, tmp_path, monkeypatch):
+    """Antrea cannot run here (no openvswitch): the post-checks against the lab must say it is absent."""
+    if not ANTREA.is_file():
+        pytest.skip(f"{ANTREA} missing (the shared Antrea fixture)")
+    monkeypatch.setenv("PATH", "/nonexistent")  # no antctl
+    objects = engine.objects_for_cluster(Manifest.from_file(ANTREA), kube, namespace="kube-system")
+    checks, output = engine.antrea_post_checks(kube, objects)
+    assert [(c.name, c.status) for c in checks] == [
+        ("antrea-agent Running on every node", "failed"), ("antrea-controller Ready", "failed"),
+        ("Antrea APIServices Available", "failed"), ("antctl check installation", "skipped")]
+    assert checks[0].detail == "no agent pod on lab-cp1, lab-w1, lab-w2"
+    assert checks[2].detail == ("v1beta2.controlplane.antrea.io: absent; v1beta1.system.antrea.io: absent; "
+                                "v1alpha1.stats.antrea.io: absent")
+    assert output == ""
