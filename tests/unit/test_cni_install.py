@@ -492,6 +492,8 @@ def test_kubeconfig_for_each_provisioner(tmp_path):
     with pytest.raises(engine.InstallError, match="stage 01 handed over no kubeconfig"):
         engine.kubeconfig_for(kubespray, lambda key: None)
     assert engine.kubeconfig_for(kubespray, {"kubeconfig": str(kubeconfig)}.get) == (kubeconfig, None)
+    handed = {"kubeconfig": str(tmp_path / "from-stage-01"), "kube_context": "s1"}
+    assert engine.kubeconfig_for(existing, handed.get) == (tmp_path / "from-stage-01", "s1")
 
 
 def test_cli_has_a_rollback_subcommand(tmp_path, capsys):

@@ -859,12 +859,18 @@ def rollback_run(run_dir: str | Path, *, kubeconfig: str | Path | None = None, c
 
 
 def kubeconfig_for(params, state_get: Callable[[str], Any]) -> tuple[Path, str | None]:
-    """The kubeconfig (path, context) stage 02 works with, by provisioner kind.
+    """The kubeconfig (path, context) stage 02 works with.
 
-    ``lab``: the embedded lab's admin kubeconfig; ``existing``: ``provisioner.kubeconfig``;
-    ``kubespray``: the admin.conf stage 01 handed over as ``kubeconfig`` in the run state.
+    The one stage 01 handed over in the run state (``kubeconfig``, ``kube_context``) when there is
+    one; else by provisioner kind: ``existing`` -> ``provisioner.kubeconfig``, ``lab`` -> the
+    embedded lab's admin kubeconfig; ``kubespray`` needs stage 01 to have run in this run.
     """
     kind = params.provisioner.kind
+    handed = state_get("kubeconfig")
+    if handed:
+        return Path(handed), state_get("kube_context") or params.provisioner.context
+    if kind == "existing":
+        return Path(params.provisioner.kubeconfig), params.provisioner.context
     if kind == "lab":
         from ..lab.config import LabConfig
 
@@ -872,13 +878,8 @@ def kubeconfig_for(params, state_get: Callable[[str], Any]) -> tuple[Path, str |
         if not path.is_file():
             raise InstallError(f"{path}: the lab is not up (no admin kubeconfig); run `cni-runbook lab up` first")
         return path, None
-    if kind == "existing":
-        return Path(params.provisioner.kubeconfig), params.provisioner.context
-    value = state_get("kubeconfig")
-    if not value:
-        raise InstallError("provisioner 'kubespray': stage 01 handed over no kubeconfig in the run state "
-                           "(run 01_cluster_no_cni first, in the same run)")
-    return Path(value), params.provisioner.context
+    raise InstallError("provisioner 'kubespray': stage 01 handed over no kubeconfig in the run state "
+                       "(run 01_cluster_no_cni first, in the same run)")
 
 
 __all__ = [
