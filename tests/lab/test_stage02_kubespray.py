@@ -61,7 +61,7 @@ def test_custom_cni_route_through_the_double_installs_the_lab_cni(lab, tmp_path)
 
         run, result = install_via_kubespray(
             kube, objects, kubespray_dir=DOUBLE, inventory=files.inventory, run_dir=tmp_path / "run",
-            record_dir=tmp_path / "artifacts", playbook="custom_cni_network.yml", tags="network",
+            record_dir=tmp_path / "artifacts", tags="network",
             extravars_files=[extra], become=False, timeouts=FAST, expected_nodes=3)
         lab.has_cni = True
 
