@@ -86,7 +86,8 @@ def test_parse_partial_output_keeps_good_lines_and_ignores_out_of_range_and_dupl
 
 
 def test_probe_commands():
-    assert probe_command(Probe("n/p", "10.0.0.1", 80), 2) == ("/agnhost", "connect", "10.0.0.1:80", "--timeout=2s")
+    assert probe_command(Probe("n/p", "10.0.0.1", 80), 2) == ("nc", "-w", "2", "10.0.0.1", "80")
+    assert probe_command(Probe("n/p", "echo.ns", 80), 2) == ("/agnhost", "connect", "echo.ns:80", "--timeout=2s")
     assert probe_command(Probe("n/p", "fd00::1", 53, "UDP"), 1.5)[2:] == ("[fd00::1]:53", "--timeout=1.5s",
                                                                           "--protocol=udp")
     assert probe_command(Probe("n/p", "svc", 80, "HTTP", path="healthz"), 2)[-1] == "http://svc:80/healthz"
@@ -102,6 +103,9 @@ def test_interpret_reasons():
     assert interpret(p, CommandResult(1, 1, 3.0, "OTHER: dial tcp 10.0.0.1:80: connect: no route to host"),
                      2).reason == "no route to host"
     assert interpret(p, CommandResult(1, 1, 3.0, "TIMEOUT"), 2).reason == "timeout: no answer within 2s"
+    refused = "nc: can't connect to remote host (10.0.0.1): Connection refused"  # busybox nc, TCP to an IP
+    assert interpret(p, CommandResult(1, 1, 1.0, refused), 2).reason == "connection refused"
+    assert interpret(p, CommandResult(1, 1, 2000.0, "nc: timed out"), 2).reason == "timeout: no answer within 2s"
     assert interpret(p, CommandResult(127, 1, 3.0, "sh: /agnhost: not found"), 2).ok is None
     sctp = Probe("n/p", "10.0.0.1", 80, "SCTP")
     r = interpret(sctp, CommandResult(1, 1, 3.0, "OTHER: socket: protocol not supported"), 2)
@@ -147,8 +151,12 @@ class FakeExec:
                 return ExecResult("@@P\t0\t0\t1\t1\t2\t\n" if first else "", "", None)
             lines = []
             for i, line in enumerate(l for l in command[2].splitlines() if l.startswith("p ")):
-                addr = next(a for a in line.split() if ":" in a and not a.startswith("--"))
-                host, port = addr.rsplit(":", 1)
+                words = line.removesuffix(" &").split()
+                if "nc" in words:  # nc -w T IP PORT
+                    host, port = words[-2], words[-1]
+                else:
+                    addr = next(a for a in words if ":" in a and not a.startswith("--"))
+                    host, port = addr.rsplit(":", 1)
                 rc, out = self.table.get((host, int(port)), (1, "TIMEOUT"))
                 lines.append(f"@@P\t{i}\t{rc}\t1\t1000\t2000\t{out}")
             return ExecResult("\n".join(lines) + "\n@@DONE\n", "", 0)
