@@ -92,7 +92,7 @@ def crd_established(kube: Kube, name: str, timeout: float = 60) -> str:
     api = client.ApiextensionsV1Api(kube.api)
 
     def pred(items):
-        conds = {c["type"]: c["status"] for i in items for c in i.get("status", {}).get("conditions", [])}
+        conds = {c["type"]: c["status"] for i in items for c in (i.get("status") or {}).get("conditions") or []}
         return conds.get("Established") == "True", f"CRD {name}: Established={conds.get('Established', 'Unknown')}"
 
     return watch_until(api.list_custom_resource_definition, pred, timeout, f"CRD {name} to be Established",
@@ -108,7 +108,7 @@ def rollout(kube: Kube, kind: str, namespace: str, name: str, timeout: float = 3
         def pred(items):
             if not items:
                 return False, f"DaemonSet {namespace}/{name}: not found"
-            s, meta = items[0].get("status", {}), items[0]["metadata"]
+            s, meta = items[0].get("status") or {}, items[0]["metadata"]
             want = s.get("desiredNumberScheduled", 0)
             ready, updated = s.get("numberReady", 0), s.get("updatedNumberScheduled", 0)
             fresh = s.get("observedGeneration", 0) >= meta.get("generation", 1)
@@ -120,7 +120,7 @@ def rollout(kube: Kube, kind: str, namespace: str, name: str, timeout: float = 3
         def pred(items):
             if not items:
                 return False, f"Deployment {namespace}/{name}: not found"
-            spec, s, meta = items[0]["spec"], items[0].get("status", {}), items[0]["metadata"]
+            spec, s, meta = items[0]["spec"], items[0].get("status") or {}, items[0]["metadata"]
             want = spec.get("replicas", 1)
             ready, updated = s.get("readyReplicas", 0), s.get("updatedReplicas", 0)
             fresh = s.get("observedGeneration", 0) >= meta.get("generation", 1)
@@ -133,7 +133,7 @@ def rollout(kube: Kube, kind: str, namespace: str, name: str, timeout: float = 3
 
 
 def node_ready(node: dict) -> tuple[bool, str]:
-    cond = next((c for c in node.get("status", {}).get("conditions", []) if c["type"] == "Ready"), {})
+    cond = next((c for c in (node.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
     return cond.get("status") == "True", cond.get("message", "")
 
 
@@ -153,8 +153,8 @@ def pods_running(kube: Kube, namespace: str, label_selector: str, minimum: int =
     """Wait until at least ``minimum`` pods match and every matching pod is Running and Ready."""
 
     def ready(pod):
-        conds = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
-        return pod.get("status", {}).get("phase") == "Running" and conds.get("Ready") == "True"
+        conds = {c["type"]: c["status"] for c in (pod.get("status") or {}).get("conditions") or []}
+        return (pod.get("status") or {}).get("phase") == "Running" and conds.get("Ready") == "True"
 
     def pred(items):
         live = [i for i in items if not i["metadata"].get("deletionTimestamp")]

@@ -27,7 +27,11 @@ class PreflightRun:
 
 
 def collect_reports(result: AnsibleResult) -> tuple[dict[str, Mapping[str, Any]], dict[str, str]]:
-    """(host -> preflight_report, host -> why no report) from a finished preflight run."""
+    """(host -> preflight_report, host -> why no report) from a finished preflight run.
+
+    Hosts are sorted by name: results arrive in whatever order the hosts answered, and
+    the node x check matrix must not change from one run to the next because of that.
+    """
     reports: dict[str, Mapping[str, Any]] = {}
     for host, task_result in result.results(REPORT_TASK).items():
         facts = task_result.res.get("ansible_facts") or {}
@@ -43,7 +47,7 @@ def collect_reports(result: AnsibleResult) -> tuple[dict[str, Mapping[str, Any]]
     if not reports and not missing:
         # The playbook never reached a host (syntax error, bad inventory, cancelled...).
         missing["(no host)"] = f"preflight run {result.status}, rc={result.rc}: see {result.artifact_dir / 'stdout'}"
-    return reports, missing
+    return dict(sorted(reports.items())), dict(sorted(missing.items()))
 
 
 def run_preflight(
