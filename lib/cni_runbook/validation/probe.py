@@ -135,7 +135,7 @@ p() {
     [ "$a" -ge "$n" ] && break
     sleep %(pause)s
   done
-  o=$(printf '%%s' "$o" | tr '\n\t\r' '\037  ' | tail -c %(maxout)d)
+  [ -z "$o" ] || o=$(printf '%%s' "$o" | tr '\n\t\r' '\037  ' | tail -c %(maxout)d)
   printf '@@P\t%%s\t%%s\t%%s\t%%s\t%%s\t%%s\n' "$i" "$rc" "$a" "$t0" "$t1" "$o"
 }
 """
