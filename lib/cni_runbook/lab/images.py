@@ -761,8 +761,8 @@ def build_layout(
                 ref = _read_ref(layout, rec.name, rec.repo, rec.tag, rebuilt=False)
                 progress(f"[images] {rec.name}:{rec.tag} up to date ({ref.manifest_digest[:19]})")
                 return ref
-        except (ValueError, OSError):
-            pass  # unreadable record: rebuild
+        except (ValueError, OSError) as exc:
+            progress(f"[images] {rec.name}: unreadable build record ({exc}); rebuilding")
 
     started = time.monotonic()
     layout.parent.mkdir(parents=True, exist_ok=True)
