@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..kube.client import KubeError, cluster_kubeconfig
 from .errors import CniError, ManifestError, SourceError
 from .manifests import (
     DEFAULT_EXISTING_NAMESPACES,
@@ -733,7 +734,7 @@ def apply_stage(ctx, prepared: Prepared, *, timeouts: Timeouts = Timeouts(), pro
     artifacts and Kubespray's network step applies the protected manifest
     (:mod:`cni_runbook.cni.kubespray_route`); a server dry-run never goes through Kubespray.
     """
-    from ..kube import Kube, KubeError
+    from ..kube import Kube
 
     params, cni = ctx.params, ctx.params.cni
     if prepared.rendered is None:
@@ -859,27 +860,11 @@ def rollback_run(run_dir: str | Path, *, kubeconfig: str | Path | None = None, c
 
 
 def kubeconfig_for(params, state_get: Callable[[str], Any]) -> tuple[Path, str | None]:
-    """The kubeconfig (path, context) stage 02 works with.
-
-    The one stage 01 handed over in the run state (``kubeconfig``, ``kube_context``) when there is
-    one; else by provisioner kind: ``existing`` -> ``provisioner.kubeconfig``, ``lab`` -> the
-    embedded lab's admin kubeconfig; ``kubespray`` needs stage 01 to have run in this run.
-    """
-    kind = params.provisioner.kind
-    handed = state_get("kubeconfig")
-    if handed:
-        return Path(handed), state_get("kube_context") or params.provisioner.context
-    if kind == "existing":
-        return Path(params.provisioner.kubeconfig), params.provisioner.context
-    if kind == "lab":
-        from ..lab.config import LabConfig
-
-        path = LabConfig().admin_kubeconfig
-        if not path.is_file():
-            raise InstallError(f"{path}: the lab is not up (no admin kubeconfig); run `cni-runbook lab up` first")
-        return path, None
-    raise InstallError("provisioner 'kubespray': stage 01 handed over no kubeconfig in the run state "
-                       "(run 01_cluster_no_cni first, in the same run)")
+    """The kubeconfig (path, context) stage 02 works with (:func:`cni_runbook.kube.cluster_kubeconfig`)."""
+    try:
+        return cluster_kubeconfig(params, state_get)
+    except KubeError as exc:
+        raise InstallError(str(exc)) from None
 
 
 __all__ = [

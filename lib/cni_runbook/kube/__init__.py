@@ -1,5 +1,5 @@
 """Kubernetes access for the runbooks: client, server-side apply, waits, exec."""
 
-from .client import Kube, KubeError
+from .client import Kube, KubeError, cluster_kubeconfig
 
-__all__ = ["Kube", "KubeError"]
+__all__ = ["Kube", "KubeError", "cluster_kubeconfig"]

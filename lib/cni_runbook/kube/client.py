@@ -10,9 +10,11 @@ when new CRDs appear.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
@@ -115,4 +117,28 @@ class Kube:
         self._cache_dir.cleanup()
 
 
-__all__ = ["Kube", "KubeError", "ApiException", "NotFoundError", "api_error_message"]
+def cluster_kubeconfig(params, state_get: Callable[[str], Any]) -> tuple[Path, str | None]:
+    """The kubeconfig (path, context) a stage after 01 works with.
+
+    The one stage 01 handed over in the run state (``kubeconfig``, ``kube_context``) when there
+    is one; else by provisioner kind: ``existing`` -> ``provisioner.kubeconfig``, ``lab`` -> the
+    embedded lab's admin kubeconfig; ``kubespray`` needs stage 01 to have run in this run.
+    """
+    handed = state_get("kubeconfig")
+    if handed:
+        return Path(handed), state_get("kube_context") or params.provisioner.context
+    kind = params.provisioner.kind
+    if kind == "existing":
+        return Path(params.provisioner.kubeconfig), params.provisioner.context
+    if kind == "lab":
+        from ..lab.config import LabConfig
+
+        path = LabConfig().admin_kubeconfig
+        if not path.is_file():
+            raise KubeError(f"{path}: the lab is not up (no admin kubeconfig); run `cni-runbook lab up` first")
+        return path, None
+    raise KubeError("provisioner 'kubespray': stage 01 handed over no kubeconfig in the run state "
+                    "(run 01_cluster_no_cni first, in the same run)")
+
+
+__all__ = ["Kube", "KubeError", "ApiException", "NotFoundError", "api_error_message", "cluster_kubeconfig"]

@@ -46,19 +46,6 @@ def probe_image(params: Any) -> str:
     return params.validation.images.probe
 
 
-def kubeconfig_path(params: Any, state_value: str | None = None) -> Path:
-    """Where this stage finds the cluster: run state (set by stage 01), the params, or the lab's."""
-    if state_value:
-        return Path(state_value)
-    if params.provisioner.kubeconfig:
-        return Path(params.provisioner.kubeconfig)
-    if params.provisioner.kind == "lab":
-        from ..lab.config import LabConfig
-
-        return LabConfig().admin_kubeconfig
-    raise ValueError("no kubeconfig: run stage 01 first, or set provisioner.kubeconfig")
-
-
 # --------------------------------------------------------------------------- rendering
 
 

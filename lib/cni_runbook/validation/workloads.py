@@ -64,19 +64,6 @@ def images_for(params: Any) -> Images:
     return Images(probe, perf)
 
 
-def kubeconfig_path(params: Any, state_value: str | None = None) -> Path:
-    """Where the cluster is: run state (stage 01), ``provisioner.kubeconfig``, or the lab's."""
-    if state_value:
-        return Path(state_value)
-    if params.provisioner.kubeconfig:
-        return Path(params.provisioner.kubeconfig)
-    if params.provisioner.kind == "lab":
-        from ..lab.config import LabConfig
-
-        return LabConfig().admin_kubeconfig
-    raise ValueError("no kubeconfig: run stage 01 first, or set provisioner.kubeconfig")
-
-
 def slug(node: str, max_len: int = 40) -> str:
     """A DNS-label-safe, unique short form of a node name for pod and Service names."""
     base = re.sub(r"[^a-z0-9-]", "-", node.lower()).strip("-") or "node"
@@ -320,5 +307,5 @@ def ready_nodes(nodes: Iterable[Mapping[str, Any]]) -> list[str]:
     return sorted(names)
 
 
-__all__ = ["Images", "Layout", "Deployed", "images_for", "kubeconfig_path", "render", "deploy", "cleanup",
+__all__ = ["Images", "Layout", "Deployed", "images_for", "render", "deploy", "cleanup",
            "pick_perf_nodes", "list_nodes", "node_addresses", "ready_nodes", "slug", "LABELS", "SELECTOR"]
