@@ -18,6 +18,7 @@ import yaml
 
 from . import __version__, audit, stages
 from .audit import RunbookError
+from .errors import OperatorError
 from .params import ParamsError, load_params
 
 
@@ -159,12 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the report to this file instead")
     p.set_defaults(func=cmd_report)
 
-    try:
-        from .lab import cli as lab_cli
-    except ImportError:
-        lab_cli = None  # the lab subcommand arrives with cni_runbook.lab
-    if lab_cli is not None:
-        lab_cli.register(sub)
+    from .lab import cli as lab_cli
+
+    lab_cli.register(sub)
 
     from .cni import cli as cni_cli  # `rollback`: stage 02's objects (owned with cni/install.py)
 
@@ -179,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ParamsError, RunbookError) as exc:
         print(f"cni-runbook: {exc}", file=sys.stderr)
         return 2
+    except OperatorError as exc:  # the lab or a cluster said no (LabError, KubeError): the message says why
+        print(f"cni-runbook: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -159,3 +159,13 @@ def test_supervisor_object_reload_adds_new_components(tmp_path):
     (tmp_path / "components.json").write_text(json.dumps([{"name": "a", "argv": ["true"]}, {"name": "b", "argv": ["true"]}]))
     sup.load()
     assert list(sup.children) == ["a", "b"]
+
+
+def test_lab_errors_reach_the_operator_without_a_traceback(monkeypatch, capsys, tmp_path):
+    from cni_runbook import cli
+
+    monkeypatch.setenv("CNI_RUNBOOK_LAB_STATE", str(tmp_path / "state"))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert cli.main(["lab", "up"]) == 1
+    err = capsys.readouterr().err
+    assert "run it as root" in err and "Traceback" not in err

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
+
+from ..errors import OperatorError
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
 
-class KubeError(RuntimeError):
+class KubeError(OperatorError):
     """A cluster operation failed in a way the operator should read."""
 
 

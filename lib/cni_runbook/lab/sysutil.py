@@ -6,6 +6,8 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
+from ..errors import OperatorError
+
 #: command -> Debian package that provides it (named in "missing prerequisite" errors).
 PREREQUISITES: dict[str, str] = {
     "ip": "iproute2",
@@ -25,7 +27,7 @@ PREREQUISITES: dict[str, str] = {
 }
 
 
-class LabError(RuntimeError):
+class LabError(OperatorError):
     """An error the operator can act on; printed without a traceback."""
 
 
