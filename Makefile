@@ -1,6 +1,8 @@
 # The two README commands: `make run` (the whole runbook against the embedded lab) and
 # `make test`. Both set up everything on a fresh Debian machine (run as root: the lab
 # creates network namespaces, mounts and cgroups).
+# Go's usual install folder and the sbin folders, for shells whose PATH lacks them.
+export PATH := $(PATH):/usr/local/go/bin:/usr/local/sbin:/usr/sbin:/sbin
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PARAMS  ?= params/lab.yaml
