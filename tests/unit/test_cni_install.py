@@ -9,11 +9,9 @@ post-checks are exercised here only against recorded objects.
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -30,27 +28,6 @@ from cni_runbook.params.schema import Cni, CniSource, HelmChart, Params
 ROOT = Path(__file__).resolve().parents[2]
 ANTREA = ROOT.parent / "shared" / "fixtures" / "antrea" / "antrea-v2.7.0-dev-manifest.yml"
 needs_antrea = pytest.mark.skipif(not ANTREA.is_file(), reason=f"{ANTREA} missing (shared fixture)")
-
-
-@pytest.fixture()
-def server(tmp_path):
-    """An HTTP server on 127.0.0.1 serving tmp_path/www; yields (root, base URL)."""
-    root = tmp_path / "www"
-    root.mkdir()
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
 
 
 # --------------------------------------------------------------------------- prepare

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import socket
 import tarfile
-import threading
 
 import pytest
 import yaml
@@ -17,27 +15,6 @@ from cni_runbook.cni.errors import SourceError
 from cni_runbook.cni.sources import antrea_manifest, antrea_manifest_url, fetch_url, helm_local_chart, helm_repo_chart, local_file
 
 MANIFEST = b"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: cni-test\n"
-
-
-@pytest.fixture()
-def server(tmp_path):
-    """An HTTP server on 127.0.0.1 serving tmp_path/www; yields its base URL."""
-    root = tmp_path / "www"
-    root.mkdir()
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def test_url_is_stored_with_its_sha256(server, tmp_path):

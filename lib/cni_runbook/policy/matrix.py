@@ -176,20 +176,6 @@ def compare(expected: pd.DataFrame, observed: pd.DataFrame, ignore_loopback: boo
     return Comparison(correct, incorrect, unknown, ignored, diff, tuple(mismatches))
 
 
-def explain_cell(
-    cluster: Cluster,
-    policies: Iterable[PolicyLike],
-    src: str,
-    dst: str,
-    port: int,
-    protocol: str = "TCP",
-    antrea_policies: Iterable[AntreaLike] = (),
-    tiers: Mapping[str, int] | None = None,
-) -> list[str]:
-    """Which policy/rule allows or denies one cell (see :meth:`PolicyEngine.explain`)."""
-    return PolicyEngine(cluster, policies, antrea_policies, tiers).explain(src, dst, port, protocol)
-
-
 def explain_mismatches(
     comparison: Comparison,
     engine: PolicyEngine,
