@@ -4,7 +4,8 @@ through the runner (papermill) with params/lab.yaml.
 
 Order matters (one lab per session): the hosts-only phase first (preflight needs the Kubernetes
 ports free), then the cluster. The module leaves the lab as a fresh cluster without a CNI, which
-is what ``lab.fresh()`` gives the next module.
+is what ``lab.fresh()`` gives the next module (the last tests run the runbook again on the lab an
+earlier run left up, then bring it back to that state).
 """
 
 from __future__ import annotations
@@ -207,3 +208,40 @@ def test_both_notebooks_through_the_runner_from_a_down_lab(lab, tmp_path, capsys
     assert cluster.phase(lab.cfg) == "cluster"
     assert cli.main(["--outputs", str(tmp_path / "out"), "verify", run_dir.name]) == 0
     lab.has_cni = False  # a fresh cluster without a CNI: what lab.fresh() gives the next module
+
+
+KUBERNETES_PORT_CHECKS = ("port_6443_tcp", "port_2379-2380_tcp", "port_10250_tcp", "port_10257_tcp", "port_10259_tcp")
+
+
+def test_a_running_lab_is_reused_and_its_own_ports_are_recognised(lab, tmp_path):
+    """provisioner.lab_running=reuse: preflight on the lab's running cluster passes; each
+    Kubernetes port is reported as held by this very cluster's component, not as a conflict."""
+    assert cluster.phase(lab.cfg) == "cluster"
+    ctx, stage = preflight(lab.cfg, tmp_path, ["provisioner.lab_running=reuse"])
+    assert stage.status == "passed", stage.summary()
+    assert stage.lab_phase == "cluster" and cluster.phase(lab.cfg) == "cluster"
+    rows = {(r.node, r.check): r for r in stage.report.rows}
+    assert rows[("lab-cp1", "port_6443_tcp")].seen == "held by kube-apiserver of this very cluster (already running)"
+    for node in ("lab-w1", "lab-w2"):
+        assert rows[(node, "port_10250_tcp")].seen == "held by kubelet of this very cluster (already running)"
+    held = [c for c in KUBERNETES_PORT_CHECKS if ("lab-cp1", c) in rows]
+    assert len(held) == 5 and all(rows[("lab-cp1", c)].status == "pass" for c in held)
+
+
+def test_the_runbook_runs_again_on_the_lab_an_earlier_run_left_up(lab, tmp_path, capsys):
+    """`make run` twice in a row: the second run finds the lab up with its CNI, as the first left it.
+    Stage 00 rebuilds it from bare hosts (provisioner.lab_running defaults to rebuild), so every
+    port check passes as free, and stages 01 and 02 pass again."""
+    lab.with_cni()
+    rc = cli.main(["--outputs", str(tmp_path / "out"), "run", "--params", str(LAB_FILE), "--stages", "00", "01", "02"])
+    err = capsys.readouterr().err
+    assert rc == 0, err[-3000:]
+    [run_dir] = (tmp_path / "out").iterdir()
+    r0 = json.loads((run_dir / "artifacts" / "00_preflight" / "result.json").read_text())
+    assert r0["status"] == "passed" and r0["data"]["lab_phase"] == "rebuilt"
+    ports = [c for c in r0["checks"] if c["name"].split("/", 1)[-1] in KUBERNETES_PORT_CHECKS]
+    assert len(ports) == 7 and all(c["status"] == "passed" for c in ports), ports
+    for stage_id in ("01_cluster_no_cni", "02_cni_install"):
+        result = json.loads((run_dir / "artifacts" / stage_id / "result.json").read_text())
+        assert result["status"] == "passed", (stage_id, result["summary"])
+    lab.fresh()  # leave what the next module expects: a fresh cluster without a CNI

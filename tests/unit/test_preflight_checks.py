@@ -141,3 +141,43 @@ def test_lab_profile_and_styling() -> None:
     assert cell(result, "module_ifb")[0] == "pass"
     html = result.styled_matrix().to_html()
     assert "#c6efce" in html
+
+
+# `ss -ltnpH`/`-lunpH` lines as the playbook prints them: proto, local address, process
+HELD = ('tcp 10.0.0.1:6443 users:(("kube-apiserver",pid=4242,fd=7))\n'
+        'tcp 127.0.0.1:2379 users:(("etcd",pid=4100,fd=8))\n'
+        'tcp 10.0.0.1:2380 users:(("etcd",pid=4100,fd=9))\n'
+        'tcp *:10250 users:(("kubelet",pid=4300,fd=20))\n'
+        'tcp 127.0.0.1:10257 users:(("kube-controller",pid=4400,fd=3))\n'
+        'tcp 127.0.0.1:10259 users:(("kube-scheduler",pid=4500,fd=3))\n')
+
+
+def test_a_port_names_what_holds_it() -> None:
+    nginx = report(outputs__ports='tcp 0.0.0.0:6443 users:(("nginx",pid=77,fd=6),("nginx",pid=78,fd=6))')
+    assert cell(evaluate({"cp1": nginx}), "port_6443_tcp") == ("fail", "in use: 6443/tcp by nginx")
+
+
+def test_ports_of_this_running_cluster_pass_only_when_the_run_knows_it_runs() -> None:
+    ports = [f"port_{p}_tcp" for p in ("6443", "2379-2380", "10250", "10257", "10259")]
+    held = {"cp1": report(outputs__ports=HELD)}
+    fresh = evaluate(held, profile="lab")
+    for name in ports:
+        status, seen = cell(fresh, name)
+        assert status == "fail" and seen.endswith("(a Kubernetes component already runs on this host)"), (name, seen)
+    reused = evaluate(held, profile="lab", cluster_running=True)
+    assert [cell(reused, name) for name in ports] == [
+        ("pass", "held by kube-apiserver of this very cluster (already running)"),
+        ("pass", "held by etcd of this very cluster (already running)"),
+        ("pass", "held by kubelet of this very cluster (already running)"),
+        ("pass", "held by kube-controller of this very cluster (already running)"),
+        ("pass", "held by kube-scheduler of this very cluster (already running)"),
+    ]
+
+
+def test_a_port_held_by_something_else_fails_even_on_a_running_cluster() -> None:
+    mixed = HELD.replace('"kube-apiserver",pid=4242', '"haproxy",pid=4242')
+    result = evaluate({"cp1": report(outputs__ports=mixed)}, profile="lab", cluster_running=True)
+    assert cell(result, "port_6443_tcp") == ("fail", "in use: 6443/tcp by haproxy")
+    # an owner ss could not see (no process column) is not assumed to be the cluster's
+    unseen = evaluate({"cp1": report(outputs__ports="tcp 10.0.0.1:6443")}, profile="lab", cluster_running=True)
+    assert cell(unseen, "port_6443_tcp") == ("fail", "in use: 6443/tcp")

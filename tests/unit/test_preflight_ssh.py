@@ -96,4 +96,5 @@ def test_a_listening_port_fails_its_check(preflight, loopback_ssh) -> None:  # n
     profile = replace(PROFILES["generic"], ports=(Ports("port_sshd_tcp", loopback_ssh.port, loopback_ssh.port, "tcp", (), "test"),))
     [row] = [r for r in evaluate_host({"inventory_hostname": "node1", **preflight.reports["node1"]}, profile)
              if r.check == "port_sshd_tcp"]
-    assert (row.status, row.seen) == ("fail", f"in use: {loopback_ssh.port}/tcp")
+    # real `ss -p` over real SSH names the process that holds the port
+    assert (row.status, row.seen) == ("fail", f"in use: {loopback_ssh.port}/tcp by sshd")

@@ -149,6 +149,9 @@ class Provisioner(Strict):
     kind: Literal["lab", "kubespray", "existing"] = "lab"
     kubeconfig: SecretFile | None = Field(None, description="kubeconfig of an existing cluster")
     context: str | None = None
+    lab_running: Literal["rebuild", "reuse"] = Field(
+        "rebuild", description="provisioner lab, stage 00 finds the lab's cluster already running (an earlier "
+        "run left it up): rebuild it from bare hosts, or reuse it (its own ports then pass preflight)")
 
 
 # --- kubespray ------------------------------------------------------------------------------

@@ -55,14 +55,19 @@ class Ports:
     proto: str  # tcp | udp
     groups: tuple[str, ...]  # inventory groups the check applies to; () = every host
     purpose: str
+    # process names (as `ss -p` shows them, at most 15 characters) of the Kubernetes component
+    # that holds these ports once the cluster runs: a port held by one of them on a cluster the
+    # run already brought up is that cluster's own, not a conflict
+    owners: tuple[str, ...] = ()
 
 
 KUBERNETES_PORTS = (
-    Ports("port_6443_tcp", 6443, 6443, "tcp", ("kube_control_plane",), "kube-apiserver"),
-    Ports("port_2379-2380_tcp", 2379, 2380, "tcp", ("etcd",), "etcd client/peer"),
-    Ports("port_10250_tcp", 10250, 10250, "tcp", (), "kubelet"),
-    Ports("port_10257_tcp", 10257, 10257, "tcp", ("kube_control_plane",), "kube-controller-manager"),
-    Ports("port_10259_tcp", 10259, 10259, "tcp", ("kube_control_plane",), "kube-scheduler"),
+    Ports("port_6443_tcp", 6443, 6443, "tcp", ("kube_control_plane",), "kube-apiserver", ("kube-apiserver",)),
+    Ports("port_2379-2380_tcp", 2379, 2380, "tcp", ("etcd",), "etcd client/peer", ("etcd",)),
+    Ports("port_10250_tcp", 10250, 10250, "tcp", (), "kubelet", ("kubelet",)),
+    Ports("port_10257_tcp", 10257, 10257, "tcp", ("kube_control_plane",), "kube-controller-manager",
+          ("kube-controller",)),
+    Ports("port_10259_tcp", 10259, 10259, "tcp", ("kube_control_plane",), "kube-scheduler", ("kube-scheduler",)),
 )
 ANTREA_PORTS = (
     Ports("port_10349-10351_tcp", 10349, 10351, "tcp", (), "antrea-agent/controller APIs, memberlist"),
@@ -156,13 +161,29 @@ def parse_kconfig(text: str) -> dict[str, str]:
 
 def parse_listening(text: str) -> set[tuple[str, int]]:
     """``list listening sockets`` output -> {(proto, port)} (ss lines or /proc/net fallback)."""
-    out: set[tuple[str, int]] = set()
+    return set(listening_holders(text))
+
+
+_HOLDER = re.compile(r'\("([^"]+)",pid=(\d+)')
+
+
+def listening_holders(text: str) -> dict[tuple[str, int], list[str]]:
+    """``list listening sockets`` output -> {(proto, port): [process names holding it]}.
+
+    ss lines are ``tcp ADDR:PORT users:(("kube-apiserver",pid=42,fd=7))``; the process part is
+    absent when ss may not see the owner (not root) and in the /proc/net fallback: then the
+    list is empty (holder unknown).
+    """
+    out: dict[tuple[str, int], list[str]] = {}
     for line in (text or "").splitlines():
         parts = line.split()
         if len(parts) >= 2 and parts[0] in ("tcp", "udp"):
             port = parts[1].rsplit(":", 1)[-1]
             if port.isdigit():
-                out.add((parts[0], int(port)))
+                names = out.setdefault((parts[0], int(port)), [])
+                for name, _pid in _HOLDER.findall(" ".join(parts[2:])):
+                    if name not in names:
+                        names.append(name)
         elif len(parts) >= 3 and parts[0].startswith("proc"):
             proto = "tcp" if "tcp" in parts[0] else "udp"
             local, state = parts[1], parts[2]
@@ -170,8 +191,31 @@ def parse_listening(text: str) -> set[tuple[str, int]]:
                 continue
             if proto == "udp" and state != "07":  # 07 = unconnected (bound)
                 continue
-            out.add((proto, int(local.rsplit(":", 1)[-1], 16)))
+            out.setdefault((proto, int(local.rsplit(":", 1)[-1], 16)), [])
     return out
+
+
+def port_check(spec: Ports, holders: Mapping[tuple[str, int], list[str]], *,
+               cluster_running: bool = False) -> tuple[str, str]:
+    """(status, seen) of one port check.
+
+    A busy port fails and names what holds it. When the run knows that its own cluster already
+    runs on these hosts (``cluster_running``), a port held by exactly the Kubernetes component
+    that owns it (kube-apiserver on 6443, ...) is that cluster's own and passes, said so.
+    """
+    busy = sorted(p for proto, p in holders if proto == spec.proto and spec.first <= p <= spec.last)
+    if not busy:
+        return PASS, "free"
+    names = sorted({n for p in busy for n in holders[(spec.proto, p)]})
+    unknown = [p for p in busy if not holders[(spec.proto, p)]]
+    by = f" by {', '.join(names)}" if names else ""
+    seen = f"in use: {', '.join(map(str, busy))}/{spec.proto}{by}"
+    own = bool(names) and not unknown and all(any(n.startswith(o) for o in spec.owners) for n in names)
+    if own and cluster_running:
+        return PASS, f"held by {', '.join(names)} of this very cluster (already running)"
+    if own:
+        return FAIL, seen + " (a Kubernetes component already runs on this host)"
+    return FAIL, seen
 
 
 def nameservers(resolv_conf: str) -> list[str]:
@@ -226,8 +270,9 @@ def _none(value: Any) -> Any:
     return None if value in (None, "", "None") else value
 
 
-def evaluate_host(report: Mapping[str, Any], profile: Profile, *, kube_proxy_mode: str | None = None) -> list[CheckRow]:
-    """Rows for one host's ``preflight_report``."""
+def evaluate_host(report: Mapping[str, Any], profile: Profile, *, kube_proxy_mode: str | None = None,
+                  cluster_running: bool = False) -> list[CheckRow]:
+    """Rows for one host's ``preflight_report`` (``cluster_running``: see :func:`port_check`)."""
     node = str(report.get("inventory_hostname"))
     groups = set(report.get("groups") or [])
     facts = report.get("facts") or {}
@@ -320,15 +365,13 @@ def evaluate_host(report: Mapping[str, Any], profile: Profile, *, kube_proxy_mod
         f"{source}: {'synchronised' if synced else 'not synchronised' if synced is False else 'unknown'}",
         "clock synchronised (NTP)")
 
-    listening = parse_listening(outputs.get("ports", ""))
+    holders = listening_holders(outputs.get("ports", ""))
     for spec in profile.ports:
         if spec.groups and not groups & set(spec.groups):
             continue
-        busy = sorted(p for proto, p in listening if proto == spec.proto and spec.first <= p <= spec.last)
         rng = f"{spec.first}" if spec.first == spec.last else f"{spec.first}-{spec.last}"
-        row(spec.name, FAIL if busy else PASS,
-            f"in use: {', '.join(map(str, busy))}/{spec.proto}" if busy else "free",
-            f"{rng}/{spec.proto} free ({spec.purpose})")
+        status, seen = port_check(spec, holders, cluster_running=cluster_running)
+        row(spec.name, status, seen, f"{rng}/{spec.proto} free ({spec.purpose})")
 
     for module in profile.modules:
         status, seen = module_state(module, probes, env, kconfig)
@@ -409,8 +452,12 @@ def evaluate(
     waivers: Collection[str] = (),
     unreachable: Mapping[str, str] | None = None,
     kube_proxy_mode: str | None = None,
+    cluster_running: bool = False,
 ) -> PreflightReport:
     """Rows for every host. ``reports``: host -> preflight_report; ``unreachable``: host -> message.
+
+    ``cluster_running``: the run's own cluster already runs on these hosts (a reused lab), so
+    ports held by its own components pass (:func:`port_check`).
 
     A waiver names a check (e.g. ``module_openvswitch``); its failures become ``waived``.
     Unknown waiver names raise ``ValueError`` so a typo cannot silently waive nothing.
@@ -424,7 +471,8 @@ def evaluate(
         raise ValueError(f"unknown waiver(s) {', '.join(bad)} for profile {profile}: checks are {', '.join(known)}")
     rows: list[CheckRow] = []
     for host, report in reports.items():
-        rows += evaluate_host({"inventory_hostname": host, **report}, chosen, kube_proxy_mode=kube_proxy_mode)
+        rows += evaluate_host({"inventory_hostname": host, **report}, chosen, kube_proxy_mode=kube_proxy_mode,
+                              cluster_running=cluster_running)
     for host, message in (unreachable or {}).items():
         first = (message or "unreachable").splitlines()[0][:200]
         rows.append(CheckRow(host, "reachable", FAIL, first, "SSH + Python"))

@@ -57,6 +57,7 @@ def run_preflight(
     profile: str = "generic",
     waivers: Collection[str] = (),
     kube_proxy_mode: str | None = None,
+    cluster_running: bool = False,
     become: bool = False,
     limit: str | None = None,
     envvars: Mapping[str, str] | None = None,
@@ -91,5 +92,6 @@ def run_preflight(
         name="preflight",
     )
     reports, missing = collect_reports(result)
-    report = evaluate(reports, profile=profile, waivers=waivers, unreachable=missing, kube_proxy_mode=kube_proxy_mode)
+    report = evaluate(reports, profile=profile, waivers=waivers, unreachable=missing, kube_proxy_mode=kube_proxy_mode,
+                      cluster_running=cluster_running)
     return PreflightRun(result, reports, report)

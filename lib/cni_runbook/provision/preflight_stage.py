@@ -79,17 +79,29 @@ def plan_preflight(params: Any, lab_cfg: Any = None) -> PreflightPlan:
     return PreflightPlan(hosts, profile, waivers, actions)
 
 
-def _lab_hosts_up(cfg: Any, say: Say) -> str:
+def _lab_hosts_up(cfg: Any, mode: str, say: Say) -> str:
+    """Bare lab hosts for the preflight; what the lab was: down, hosts, rebuilt or cluster (reused).
+
+    A lab whose cluster already runs (an earlier run, or `lab up`, left it for exploring) is
+    rebuilt from bare hosts (``provisioner.lab_running: rebuild``, the default: the runbook
+    starts from a cluster without a CNI every time) or kept (``reuse``: its own components then
+    hold the Kubernetes ports, which the port checks recognise as this cluster's).
+    """
     from cni_runbook.lab import cluster
 
     phase = cluster.phase(cfg)
-    if phase == "down":
-        say(f"lab instance {cfg.index} is down: bringing up its bare hosts")
+    if phase == "cluster" and mode == "rebuild":
+        say(f"lab instance {cfg.index} already runs Kubernetes (left by an earlier run): rebuilding it from "
+            "bare hosts (provisioner.lab_running: rebuild; `reuse` keeps it)")
+        say(cluster.down(cfg, progress=say))
+        phase = "rebuilt"
+    elif phase == "cluster":
+        say(f"lab instance {cfg.index} already runs Kubernetes: reusing it (provisioner.lab_running: reuse); "
+            "ports held by its own components are reported as this cluster's")
+        return phase
+    if phase in ("down", "rebuilt"):
+        say(f"lab instance {cfg.index}: bringing up its bare hosts")
         say(cluster.up(cfg, hosts_only=True, progress=say))
-        return "hosts"
-    if phase == "cluster":
-        say(f"lab instance {cfg.index} already runs Kubernetes: its own components hold the Kubernetes ports, "
-            f"so the port checks fail (`cni-runbook lab down` first for a clean preflight)")
     return phase
 
 
@@ -135,13 +147,14 @@ class PreflightStage:
             return None
         p = self.plan_data
         if p.hosts.lab is not None:
-            self.lab_phase = _lab_hosts_up(p.hosts.lab, say)
+            self.lab_phase = _lab_hosts_up(p.hosts.lab, self.ctx.params.provisioner.lab_running, say)
         budget = self.ctx.params.run.timeouts.for_stage(self.ctx.stage.id)
         timeout = timeout or max(60, min(PREFLIGHT_TIMEOUT_S, budget - 30))
         say(f"preflight ({p.profile}) on {len(p.hosts.hosts)} hosts from {p.hosts.source}, timeout {timeout}s")
         self.run_data = run_preflight(
             p.hosts.inventory(), self.ctx.run_dir, profile=p.profile, waivers=p.waivers,
-            kube_proxy_mode=self.ctx.params.kubespray.kube_proxy_mode, become=False,
+            kube_proxy_mode=self.ctx.params.kubespray.kube_proxy_mode, cluster_running=self.lab_phase == "cluster",
+            become=False,
             envvars=ansible_envvars(), timeout=timeout, progress=progress, redact=self.ctx.redactor.text)
         report = self.run_data.report
         self.ctx.write_artifact("preflight.csv", report.frame())
