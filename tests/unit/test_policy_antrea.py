@@ -295,9 +295,9 @@ def test_custom_tier_priority_orders_against_static_tiers() -> None:
                 "application",
                 1,
                 [X_A],
-                egress=[{"action": "Drop", "to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]}],
+                egress=[{"action": "Drop", "to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["11.1.0.0/16"]}}]}],
             ),
-            "no 'except'",
+            "strict subset",
         ),
         (
             {

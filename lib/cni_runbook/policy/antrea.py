@@ -5,9 +5,29 @@ Evaluation order, per direction, as documented in Antrea's ``docs/antrea-network
     Emergency > SecurityOps > NetworkOps > Platform > Application > K8s NetworkPolicy > Baseline
 
 * Tiers are ordered by tier priority (lower first), policies inside a tier by ``spec.priority``
-  (lower first, ACNP and ANNP interleaved), rules inside a policy in the order written. Ties in
-  ``spec.priority`` are "enforced indeterministically" by Antrea; the engine breaks them by
-  kind, namespace and name so its answer is at least stable.
+  (lower first, ACNP and ANNP interleaved), rules inside a policy in the order written.
+* Policies of the same tier *and* the same ``spec.priority`` share rule-level priorities: "their
+  rule level priorities are only considered equal if their policy objects share the same Tier
+  and have the same policy priority, plus the rules themselves are of the same rule priority
+  (rule priority is the sequence number of the rule within the policy's ingress or egress
+  section)" ("Notes and constraints"). So rule 1 of every such policy comes before rule 2 of
+  any of them, as Antrea's e2e ``testACNPRulePriority`` expects (acnp-deny [drop y, drop z]
+  and acnp-allow [allow z, allow y] at priority 5: x->y dropped, x->z allowed). Rules at the
+  very same rule-level priority are "nondeterministic" in Antrea; the engine breaks those ties
+  by kind, namespace and name so its answer is at least stable.
+* ipBlock ``except`` is supported (Antrea >= v2.2): "the CIDRs in the except list will be
+  validated to be strictly within the base CIDR range"; a rule does not match addresses in
+  ``except`` and evaluation goes on with lower-priority rules.
+* ``ports[].sourcePort`` / ``sourceEndPort`` match the client's source port. A probe's source
+  port is ephemeral, drawn from the client node's ``net.ipv4.ip_local_port_range`` (Linux
+  default 32768-60999), so a source-port range is evaluated against that range: covering it
+  whole matches, disjoint never matches, partly overlapping cannot be predicted and is
+  refused (a ValueError), never ignored.
+* Tiers: the static ones below, plus custom Tier objects (``crd.antrea.io`` ``Tier`` with
+  ``spec.priority``) read from files or the cluster with Antrea's admission limits
+  (``pkg/controller/networkpolicy/validate.go``, ``tier.go``): priority 0-255, not one of the
+  reserved 250-255 (250 application, 253 baseline, 251/252/254/255 reserved), no two Tiers with
+  the same priority, at most 20 Tiers including the 6 static ones.
 * The first matching rule decides: ``Allow`` allows (Kubernetes policies are not consulted),
   ``Drop`` and ``Reject`` block (Reject answers with a TCP RST / ICMP error instead of a
   timeout, the engine reports it as blocked and flags it), ``Pass`` skips the remaining
@@ -31,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .masks import PodIndex
-from .model import Cluster, IPAddress, IPBlock, LabelSelector, Pod, PortSpec, ports_from_list
+from .model import Cluster, IPAddress, IPBlock, LabelSelector, Pod, PortSpec, object_namespace, ports_from_list
 
 STATIC_TIERS: dict[str, int] = {
     "emergency": 50,
@@ -43,6 +63,9 @@ STATIC_TIERS: dict[str, int] = {
 }
 BASELINE_TIER_PRIORITY = STATIC_TIERS["baseline"]
 ACTIONS = ("Allow", "Drop", "Reject", "Pass")
+RESERVED_TIER_PRIORITIES = frozenset({250, 251, 252, 253, 254, 255})
+MAX_TIERS = 20  # maxSupportedTiers, counting the static tiers
+EPHEMERAL_PORTS = (32768, 60999)  # Linux default net.ipv4.ip_local_port_range
 _UNSUPPORTED_PEER_FIELDS = ("group", "serviceAccount", "nodeSelector", "fqdn", "scope", "labelIdentity")
 _UNSUPPORTED_RULE_FIELDS = ("toServices", "l7Protocols", "protocols")
 
@@ -73,8 +96,6 @@ class AntreaPeer:
             same_ns = True
         block = data.get("ipBlock")
         if block is not None:
-            if "except" in block:
-                raise ValueError("Antrea-native ipBlocks have no 'except'; use a higher-priority Drop rule")
             if data.get("podSelector") is not None or data.get("namespaceSelector") is not None or same_ns:
                 raise ValueError("an Antrea peer with ipBlock may not set selectors")
         pod_sel, ns_sel = data.get("podSelector"), data.get("namespaceSelector")
@@ -151,11 +172,41 @@ class AppliedTo:
 
 @dataclass(frozen=True)
 class AntreaRule:
+    """One rule. ``index`` is its position in the policy's ingress or egress list (the rule
+    priority); ``source_ports`` holds, per ``ports`` entry, its inclusive source-port range or
+    None (any source port) until :meth:`for_ephemeral_ports` resolves it."""
+
     action: str
     name: str
     peers: tuple[AntreaPeer, ...] = ()
     ports: tuple[PortSpec, ...] = ()
     applied_to: tuple[AppliedTo, ...] = ()
+    index: int = 0
+    source_ports: tuple[tuple[int, int] | None, ...] = ()
+
+    def for_ephemeral_ports(self, ephemeral: tuple[int, int], label: str = "") -> AntreaRule | None:
+        """This rule with its source-port ranges decided for clients whose source port is
+        drawn from ``ephemeral``: entries that can never match are dropped (None when no entry
+        is left: the rule never matches), entries that always match lose their source range.
+        A range partly overlapping ``ephemeral`` raises ValueError."""
+        if not any(r is not None for r in self.source_ports):
+            return self
+        low, high = ephemeral
+        kept = []
+        for spec, rng in zip(self.ports, self.source_ports, strict=True):
+            if rng is None or (rng[0] <= low and high <= rng[1]):
+                kept.append(spec)
+            elif rng[1] < low or rng[0] > high:
+                continue
+            else:
+                raise ValueError(
+                    f"{label} rule {self.name!r}: sourcePort range {rng[0]}-{rng[1]} partly overlaps the "
+                    f"ephemeral source port range {low}-{high} (the node's net.ipv4.ip_local_port_range); "
+                    "the probe's source port cannot be predicted, so the rule cannot be evaluated"
+                )
+        if not kept:
+            return None
+        return AntreaRule(self.action, self.name, self.peers, tuple(kept), self.applied_to, self.index, ())
 
     def port_matches(self, port: int, protocol: str, destination: Pod | None) -> bool:
         return not self.ports or any(p.matches(port, protocol, destination) for p in self.ports)
@@ -176,8 +227,12 @@ class AntreaPolicy:
     egress: tuple[AntreaRule, ...] = ()
 
     @classmethod
-    def from_dict(cls, obj: Mapping[str, Any], tiers: Mapping[str, int] | None = None) -> AntreaPolicy:
-        """Parse an ACNP / ANNP object dict. ``tiers`` adds custom Tier CRDs (name -> priority)."""
+    def from_dict(
+        cls, obj: Mapping[str, Any], tiers: TiersLike = None, namespace: str | None = None
+    ) -> AntreaPolicy:
+        """Parse an ACNP / ANNP object dict. ``tiers`` adds custom Tiers (Tier objects or a
+        name -> priority mapping); ``namespace`` is the namespace an ANNP without
+        ``metadata.namespace`` is applied to (without either it is an error)."""
         kind = str(obj.get("kind") or "ClusterNetworkPolicy")
         if kind not in ("ClusterNetworkPolicy", "NetworkPolicy"):
             raise ValueError(f"not an Antrea-native policy kind: {kind!r}")
@@ -185,7 +240,7 @@ class AntreaPolicy:
         meta = obj.get("metadata") or {}
         spec = obj.get("spec") or {}
         name = str(meta["name"])
-        all_tiers = {**STATIC_TIERS, **{k.lower(): v for k, v in (tiers or {}).items()}}
+        all_tiers = {**STATIC_TIERS, **resolve_tiers(tiers)}
         tier = str(spec.get("tier") or "application").lower()
         if tier not in all_tiers:
             raise ValueError(f"{kind} {name}: unknown tier {tier!r}")
@@ -208,13 +263,16 @@ class AntreaPolicy:
                 rule_applied = tuple(AppliedTo.from_dict(a, cluster_scoped) for a in raw.get("appliedTo") or ())
                 if rule_applied and policy_applied:
                     raise ValueError(f"{kind} {name}: appliedTo set both on the policy and on a rule")
+                raw_ports = raw.get("ports") or ()
                 parsed.append(
                     AntreaRule(
                         action=action,
                         name=str(raw.get("name") or f"{direction}-{action.lower()}-{number}"),
                         peers=tuple(AntreaPeer.from_dict(p, cluster_scoped) for p in raw.get(peer_key) or ()),
-                        ports=ports_from_list(raw.get("ports")),
+                        ports=ports_from_list(raw_ports),
                         applied_to=rule_applied,
+                        index=number,
+                        source_ports=tuple(_source_range(p, f"{kind} {name}") for p in raw_ports),
                     )
                 )
             return tuple(parsed)
@@ -225,7 +283,7 @@ class AntreaPolicy:
         return cls(
             kind=kind,
             name=name,
-            namespace=None if cluster_scoped else str(meta.get("namespace") or "default"),
+            namespace=None if cluster_scoped else object_namespace(obj, namespace, "Antrea NetworkPolicy"),
             tier=tier,
             tier_priority=all_tiers[tier],
             priority=priority,
@@ -255,13 +313,113 @@ class AntreaPolicy:
         return f"{self.key} (tier {self.tier}, priority {self.priority:g}) rule {rule.name!r} {rule.action}"
 
 
-def as_antrea_policy(policy: AntreaPolicy | Mapping[str, Any], tiers: Mapping[str, int] | None = None) -> AntreaPolicy:
-    return policy if isinstance(policy, AntreaPolicy) else AntreaPolicy.from_dict(policy, tiers)
+    def for_ephemeral_ports(self, ephemeral: tuple[int, int]) -> AntreaPolicy:
+        """This policy with every rule's source ports decided (see
+        :meth:`AntreaRule.for_ephemeral_ports`); rules that can never match are left out
+        (the others keep their rule index, so the order is unchanged)."""
+        if not any(r.source_ports for r in self.ingress + self.egress):
+            return self
+
+        def resolve(rules: tuple[AntreaRule, ...]) -> tuple[AntreaRule, ...]:
+            out = (r.for_ephemeral_ports(ephemeral, self.key) for r in rules)
+            return tuple(r for r in out if r is not None)
+
+        return AntreaPolicy(self.kind, self.name, self.namespace, self.tier, self.tier_priority, self.priority,
+                            self.applied_to, resolve(self.ingress), resolve(self.egress))
+
+
+def _source_range(port: Mapping[str, Any], label: str) -> tuple[int, int] | None:
+    start, end = port.get("sourcePort"), port.get("sourceEndPort")
+    if start is None:
+        if end is not None:
+            raise ValueError(f"{label}: sourceEndPort can only be set together with sourcePort")
+        return None
+    start = int(start)
+    end = start if end is None else int(end)
+    if not 1 <= start <= end <= 65535:
+        raise ValueError(f"{label}: source port range {start}-{end} is not within 1-65535 (sourcePort <= sourceEndPort)")
+    return (start, end)
+
+
+TiersLike = Mapping[str, int] | Sequence[Mapping[str, Any]] | None
+
+
+def tiers_from_objects(objects: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Custom tiers (name -> priority) from ``crd.antrea.io`` Tier objects, checked with
+    Antrea's admission rules. Static tiers among them (as listed from a cluster) must carry
+    their static priority and are not returned."""
+    custom: dict[str, int] = {}
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        name = str(meta.get("name") or "?")
+        api = str(obj.get("apiVersion") or "crd.antrea.io/v1beta1")
+        if obj.get("kind") != "Tier" or not api.startswith("crd.antrea.io/"):
+            raise ValueError(f"{obj.get('kind', '?')} {name}: not a crd.antrea.io Tier")
+        priority = (obj.get("spec") or {}).get("priority")
+        if priority is None:
+            raise ValueError(f"Tier {name}: spec.priority is mandatory")
+        if name.lower() in STATIC_TIERS:
+            if int(priority) != STATIC_TIERS[name.lower()]:
+                raise ValueError(f"Tier {name}: a static tier has priority {STATIC_TIERS[name.lower()]}, not {priority}")
+            continue
+        if name.lower() in custom:
+            raise ValueError(f"Tier {name}: defined twice")
+        custom[name.lower()] = int(priority)
+    return check_tiers(custom)
+
+
+def check_tiers(custom: Mapping[str, int]) -> dict[str, int]:
+    """Antrea's limits on custom tiers (name -> priority); returns them lower-cased."""
+    out: dict[str, int] = {}
+    taken = {v: k for k, v in STATIC_TIERS.items()}
+    for raw_name, raw_priority in custom.items():
+        name, priority = str(raw_name).lower(), int(raw_priority)
+        if name in STATIC_TIERS:
+            raise ValueError(f"Tier {name}: the static tiers cannot be redefined")
+        if not 0 <= priority <= 255:
+            raise ValueError(f"Tier {name}: priority {priority} is not within 0 to 255")
+        if priority in RESERVED_TIER_PRIORITIES - set(taken):
+            raise ValueError(f"Tier {name}: priority {priority} is reserved")
+        if priority in taken:
+            raise ValueError(f"Tier {name}: priority {priority} overlaps with existing Tier {taken[priority]}")
+        taken[priority] = name
+        out[name] = priority
+    if len(taken) > MAX_TIERS:
+        raise ValueError(f"maximum number of Tiers supported: {MAX_TIERS} (the 6 static ones included); got {len(taken)}")
+    return out
+
+
+def resolve_tiers(tiers: TiersLike) -> dict[str, int]:
+    """Custom tiers from Tier objects or a name -> priority mapping, checked."""
+    if not tiers:
+        return {}
+    if isinstance(tiers, Mapping):
+        return check_tiers(tiers)
+    return tiers_from_objects(list(tiers))
+
+
+def tiers_from_cluster(kube: Any) -> dict[str, int]:
+    """Custom tiers read from the cluster's ``crd.antrea.io/v1beta1`` Tier objects."""
+    items = kube.resource("crd.antrea.io/v1beta1", "Tier").get().to_dict().get("items") or []
+    return tiers_from_objects(items)
+
+
+def as_antrea_policy(
+    policy: AntreaPolicy | Mapping[str, Any], tiers: TiersLike = None, namespace: str | None = None
+) -> AntreaPolicy:
+    return policy if isinstance(policy, AntreaPolicy) else AntreaPolicy.from_dict(policy, tiers, namespace)
 
 
 def ordered(policies: Sequence[AntreaPolicy]) -> list[AntreaPolicy]:
     """Policies in enforcement order (tier priority, then policy priority)."""
     return sorted(policies, key=lambda p: p.sort_key)
+
+
+def rule_order(policies: Sequence[AntreaPolicy], direction: str) -> list[tuple[AntreaPolicy, AntreaRule]]:
+    """Rules of one direction in enforcement order: tier priority, policy priority, rule index
+    (across the policies sharing tier and priority), then kind / namespace / name."""
+    pairs = [(p, r) for p in policies for r in (p.ingress if direction == "ingress" else p.egress)]
+    return sorted(pairs, key=lambda pr: (pr[0].tier_priority, pr[0].priority, pr[1].index) + pr[0].sort_key[2:])
 
 
 # --------------------------------------------------------------------------- matching
@@ -308,12 +466,11 @@ class AntreaEvaluator:
         self.policies = ordered(policies)
         # (policy, rule, appliedTo mask) per direction, in enforcement order
         self._rules: dict[str, list[tuple[AntreaPolicy, AntreaRule, int]]] = {"ingress": [], "egress": []}
-        for policy in self.policies:
-            base = applied_to_mask(policy.applied_to, policy, self.index)
-            for direction, rules in (("ingress", policy.ingress), ("egress", policy.egress)):
-                for rule in rules:
-                    mask = applied_to_mask(rule.applied_to, policy, self.index) if rule.applied_to else base
-                    self._rules[direction].append((policy, rule, mask))
+        base = {id(p): applied_to_mask(p.applied_to, p, self.index) for p in self.policies}
+        for direction in ("ingress", "egress"):
+            for policy, rule in rule_order(self.policies, direction):
+                mask = applied_to_mask(rule.applied_to, policy, self.index) if rule.applied_to else base[id(policy)]
+                self._rules[direction].append((policy, rule, mask))
         self._peer_cache: dict[tuple[int, int, str], int] = {}
 
     def __bool__(self) -> bool:

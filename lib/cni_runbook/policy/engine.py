@@ -36,7 +36,7 @@ from typing import Any
 
 import pandas as pd
 
-from .antrea import AntreaEvaluator, AntreaPolicy, as_antrea_policy, ordered
+from .antrea import EPHEMERAL_PORTS, AntreaEvaluator, AntreaPolicy, TiersLike, as_antrea_policy, ordered
 from .masks import PodIndex
 from .model import (
     Cluster,
@@ -148,11 +148,18 @@ class PolicyEngine:
         cluster: Cluster,
         policies: Iterable[PolicyLike] = (),
         antrea_policies: Iterable[AntreaLike] = (),
-        tiers: Mapping[str, int] | None = None,
+        tiers: TiersLike = None,
+        ephemeral_ports: tuple[int, int] = EPHEMERAL_PORTS,
     ) -> None:
+        """``tiers``: custom Antrea tiers (Tier objects or name -> priority);
+        ``ephemeral_ports``: the clients' source port range (the nodes'
+        ``net.ipv4.ip_local_port_range``) against which Antrea ``sourcePort`` ranges are decided."""
         self.cluster = cluster
         self.policies = [as_network_policy(p) for p in policies]
-        self.antrea_policies = ordered([as_antrea_policy(p, tiers) for p in antrea_policies])
+        self.ephemeral_ports = ephemeral_ports
+        self.antrea_policies = ordered(
+            [as_antrea_policy(p, tiers).for_ephemeral_ports(ephemeral_ports) for p in antrea_policies]
+        )
         self.index = PodIndex(cluster)
         n = len(cluster.pods)
         self._ingress_rules: list[list[_CompiledRule]] = [[] for _ in range(n)]
@@ -304,7 +311,10 @@ class PolicyEngine:
 
     def explain(self, src: str, dst: str, port: int, protocol: str = "TCP") -> list[str]:
         """Human-readable reasons for the verdict of one probe (which policy/rule decided)."""
-        return naive_verdict(self.cluster, self.policies, Probe(src, dst, port, protocol), self.antrea_policies)[1]
+        return naive_verdict(
+            self.cluster, self.policies, Probe(src, dst, port, protocol), self.antrea_policies,
+            ephemeral_ports=self.ephemeral_ports,
+        )[1]
 
 
 # ---------------------------------------------------------------------- naive evaluator
@@ -376,16 +386,21 @@ def _antrea_first_naive(
     baseline: bool,
 ) -> tuple[AntreaPolicy, Any] | None:
     destination = target if direction == "ingress" else (remote if isinstance(remote, Pod) else None)
-    for policy in antrea:
-        if policy.is_baseline != baseline:
+    # Rule-level priority, as Antrea documents it: (tier, policy priority, rule index); the
+    # rules of policies sharing tier and priority interleave by index.
+    candidates = [
+        (policy.tier_priority, policy.priority, rule.index, policy.kind, policy.namespace or "", policy.name, n, policy, rule)
+        for n, policy in enumerate(antrea)
+        if policy.is_baseline == baseline
+        for rule in (policy.ingress if direction == "ingress" else policy.egress)
+    ]
+    for *_, policy, rule in sorted(candidates, key=lambda c: c[:7]):
+        if not policy.applies_to(rule, target, cluster):
             continue
-        for rule in policy.ingress if direction == "ingress" else policy.egress:
-            if not policy.applies_to(rule, target, cluster):
-                continue
-            if not rule.port_matches(port, protocol, destination):
-                continue
-            if not rule.peers or any(p.matches(remote, policy, target, cluster) for p in rule.peers):
-                return policy, rule
+        if not rule.port_matches(port, protocol, destination):
+            continue
+        if not rule.peers or any(p.matches(remote, policy, target, cluster) for p in rule.peers):
+            return policy, rule
     return None
 
 
@@ -437,14 +452,15 @@ def naive_verdict(
     policies: Iterable[PolicyLike],
     probe: Probe,
     antrea_policies: Iterable[AntreaLike] = (),
-    tiers: Mapping[str, int] | None = None,
+    tiers: TiersLike = None,
+    ephemeral_ports: tuple[int, int] = EPHEMERAL_PORTS,
 ) -> tuple[Verdict, list[str]]:
     """Evaluate one probe straight from the documentation, without precomputation.
 
     Returns the verdict and the reasons (first line: the overall answer).
     """
     k8s = [as_network_policy(p) for p in policies]
-    antrea = ordered([as_antrea_policy(p, tiers) for p in antrea_policies])
+    antrea = [as_antrea_policy(p, tiers).for_ephemeral_ports(ephemeral_ports) for p in antrea_policies]
     protocol = normalize_protocol(probe.protocol)
     s, d = _resolve(cluster, probe.src), _resolve(cluster, probe.dst)
     if s.index is None and d.index is None:
@@ -480,7 +496,7 @@ def reachability(
     policies: Iterable[PolicyLike],
     probes: Iterable[Probe | tuple[str, str, int] | tuple[str, str, int, str]],
     antrea_policies: Iterable[AntreaLike] = (),
-    tiers: Mapping[str, int] | None = None,
+    tiers: TiersLike = None,
 ) -> list[Verdict]:
     """Expected outcome of each probe; ``pandas.DataFrame(result)`` gives one row per probe."""
     return PolicyEngine(cluster, policies, antrea_policies, tiers).evaluate(probes)
@@ -494,7 +510,7 @@ def explain(
     port: int,
     protocol: str = "TCP",
     antrea_policies: Iterable[AntreaLike] = (),
-    tiers: Mapping[str, int] | None = None,
+    tiers: TiersLike = None,
 ) -> list[str]:
     """Which policy and rule allow or deny ``src -> dst`` on ``protocol/port``."""
     return naive_verdict(cluster, policies, Probe(src, dst, port, protocol), antrea_policies, tiers)[1]

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from .antrea import TiersLike
 from .engine import AntreaLike, PolicyEngine, PolicyLike
 from .model import Cluster
 
@@ -34,7 +35,7 @@ def expected_matrix(
     port: int,
     protocol: str = "TCP",
     antrea_policies: Iterable[AntreaLike] = (),
-    tiers: Mapping[str, int] | None = None,
+    tiers: TiersLike = None,
 ) -> pd.DataFrame:
     """Expected reachability of every pod pair on ``protocol/port``."""
     return PolicyEngine(cluster, policies, antrea_policies, tiers).matrix(port, protocol)

@@ -9,7 +9,12 @@ Semantics follow the ``networking.k8s.io/v1`` NetworkPolicy documentation:
 * A label selector is ``matchLabels`` AND ``matchExpressions``; an empty selector (``{}``)
   selects everything. Operators: ``In``, ``NotIn``, ``Exists``, ``DoesNotExist``.
 * A peer has ``podSelector`` and/or ``namespaceSelector``, or ``ipBlock`` alone.
-* ``policyTypes`` defaults to ``["Ingress"]`` plus ``"Egress"`` when the policy has egress rules.
+* ``policyTypes`` defaults to ``["Ingress"]`` plus ``"Egress"`` when the policy has egress rules;
+  the API server defaults an empty list (``policyTypes: []``) exactly like an absent one.
+* ``ipBlock.except`` entries must be strict subsets of ``cidr`` (the API server rejects an
+  ``except`` equal to or wider than its ``cidr``: "must be a strict subset of `cidr`").
+* A policy needs ``metadata.namespace``; one read from a file without it is an error unless
+  the caller states the namespace it is applied to (never a silent ``default``).
 * A missing or empty ``from`` / ``to`` / ``ports`` list in a rule means "all".
 * ``ports[].protocol`` defaults to TCP; ``port`` may be a number or a named container port;
   ``endPort`` turns a numeric port into an inclusive range.
@@ -263,8 +268,9 @@ class IPBlock:
         cidr = ipaddress.ip_network(str(data["cidr"]), strict=False)
         excepts = tuple(ipaddress.ip_network(str(e), strict=False) for e in data.get("except") or ())
         for e in excepts:
-            if e.network_address not in cidr or e.broadcast_address not in cidr:
-                raise ValueError(f"ipBlock except {e} is not inside cidr {cidr}")
+            # API server validation (ValidateIPBlock): inside cidr and a longer prefix.
+            if e.version != cidr.version or not e.subnet_of(cidr) or e.prefixlen <= cidr.prefixlen:
+                raise ValueError(f"ipBlock except {e} must be a strict subset of cidr {cidr}")
         return cls(cidr=cidr, excepts=excepts)
 
     def contains(self, ip: IPAddress) -> bool:
@@ -415,20 +421,24 @@ class NetworkPolicy:
     policy_types: frozenset[str] = frozenset({"Ingress"})
 
     @classmethod
-    def from_dict(cls, obj: Mapping[str, Any]) -> NetworkPolicy:
+    def from_dict(cls, obj: Mapping[str, Any], namespace: str | None = None) -> NetworkPolicy:
+        """Parse a NetworkPolicy dict. ``namespace`` is the namespace the object is applied to
+        when it has no ``metadata.namespace`` (as ``kubectl apply -n``); without either it is
+        an error."""
         meta = obj.get("metadata") or {}
         spec = obj.get("spec") or {}
         egress = tuple(Rule.from_dict(r or {}, "to") for r in spec.get("egress") or ())
         types = spec.get("policyTypes")
-        if types is None:
-            # Defaulting per the API reference: Ingress always, Egress if there are egress rules.
+        if not types:
+            # Defaulting per the API reference: Ingress always, Egress if there are egress
+            # rules. The API server treats an empty list like an absent field.
             types = ["Ingress"] + (["Egress"] if egress else [])
         for t in types:
             if t not in ("Ingress", "Egress"):
                 raise ValueError(f"unknown policyType {t!r} in {meta.get('name')}")
         return cls(
             name=str(meta["name"]),
-            namespace=str(meta.get("namespace") or "default"),
+            namespace=object_namespace(obj, namespace, "NetworkPolicy"),
             pod_selector=LabelSelector.from_dict(spec.get("podSelector")),
             ingress=tuple(Rule.from_dict(r or {}, "from") for r in spec.get("ingress") or ()),
             egress=egress,
@@ -449,6 +459,19 @@ class NetworkPolicy:
         return "Egress" in self.policy_types
 
 
-def as_network_policy(policy: NetworkPolicy | Mapping[str, Any]) -> NetworkPolicy:
+def object_namespace(obj: Mapping[str, Any], namespace: str | None, kind: str) -> str:
+    """``metadata.namespace`` of a namespaced object, else the stated ``namespace``; neither
+    is an error naming the object."""
+    meta = obj.get("metadata") or {}
+    value = meta.get("namespace") or namespace
+    if not value:
+        raise ValueError(
+            f"{kind} {meta.get('name', '?')}: metadata.namespace is not set; set it in the file "
+            "or state the namespace the policy is applied to"
+        )
+    return str(value)
+
+
+def as_network_policy(policy: NetworkPolicy | Mapping[str, Any], namespace: str | None = None) -> NetworkPolicy:
     """Accept either a parsed :class:`NetworkPolicy` or a plain object dict."""
-    return policy if isinstance(policy, NetworkPolicy) else NetworkPolicy.from_dict(policy)
+    return policy if isinstance(policy, NetworkPolicy) else NetworkPolicy.from_dict(policy, namespace)
