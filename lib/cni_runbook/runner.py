@@ -25,7 +25,7 @@ from . import audit, report, stages
 from .audit import RunbookError
 from .params import LoadedParams, load_params
 from .redact import Redactor
-from .state import RESULT_FILE, artifact_dirs, kubeconfigs
+from .state import RESULT_FILE, attempt_dir, kubeconfigs, next_attempt
 
 KERNEL_NAME = "cni-runbook"
 log = logging.getLogger("cni_runbook")
@@ -130,7 +130,7 @@ def _cell_head(notebook: Path, index: int | None) -> str | None:
     return None
 
 
-def execute_stage(stage: stages.Stage, run_dir: Path, loaded: LoadedParams, plan: bool, kernel: str,
+def execute_stage(stage: stages.StageSpec, run_dir: Path, loaded: LoadedParams, plan: bool, kernel: str,
                   attempt: int, notebooks_dir: Path, redactor: Redactor) -> StageOutcome:
     """Execute one stage notebook into the run folder and return its outcome."""
     import papermill
@@ -173,8 +173,8 @@ def execute_stage(stage: stages.Stage, run_dir: Path, loaded: LoadedParams, plan
         shutil.rmtree(staging, ignore_errors=True)
     duration = round(time.monotonic() - t0, 3)
 
-    dirs = artifact_dirs(run_dir, stage.id)
-    artifacts = dirs[attempt - 1] if len(dirs) >= attempt else None
+    artifacts = attempt_dir(run_dir, stage.id, attempt)
+    artifacts = artifacts if artifacts.is_dir() else None
     result = None
     if artifacts is not None and (artifacts / RESULT_FILE).exists():
         result = json.loads((artifacts / RESULT_FILE).read_text())
@@ -222,7 +222,7 @@ class Run:
         self.record = redactor.data(self.record)
         audit.write_record(self.run_dir, self.record)
 
-    def pending(self) -> list[stages.Stage]:
+    def pending(self) -> list[stages.StageSpec]:
         done = {s["stage"] for s in self.record["stages"] if s["status"] in ("passed", "planned", "skipped")}
         return [stages.get(s) for s in self.record["selected"] if s not in done]
 
@@ -238,7 +238,7 @@ class Run:
             log.info("run %s: %d stage(s) %s, kernel %s", self.record["run_id"], len(todo),
                      "in PLAN mode" if plan else "applying", kernel)
             for n, stage in enumerate(todo, 1):
-                attempt = 1 + sum(s["stage"] == stage.id for s in self.record["stages"])
+                attempt = next_attempt(self.run_dir, stage.id)
                 log.info("[%d/%d] %s: %s", n, len(todo), stage.id, stage.title)
                 outcome = execute_stage(stage, self.run_dir, self.loaded, plan, kernel, attempt,
                                         self.notebooks_dir, self.redactor())

@@ -18,12 +18,15 @@ from typing import Any
 import yaml
 
 from . import audit, stages
+from .checks import STATUSES, Check, Status, coerce_all
 from .params import LAB_FILE, LoadedParams, Params, load_params
 from .redact import Redactor
+from .target import STATE_KEY as TARGET_KEY
+from .target import Target
 
 STATE_FILE = "state.json"
 RESULT_FILE = "result.json"
-STATUSES = ("passed", "failed", "planned", "skipped")
+RECORD_FILE = "run.json"
 
 
 class StageFailed(Exception):
@@ -58,29 +61,61 @@ class RunState:
 
 
 def kubeconfigs(run_dir: Path, params: Params) -> list[str]:
-    """Kubeconfig files whose credentials must be scrubbed: the params' and the run state's."""
+    """Kubeconfig files whose credentials must be scrubbed: the params', the run state's, the target's."""
     found = [params.provisioner.kubeconfig] if params.provisioner.kubeconfig else []
-    if value := RunState(run_dir).get("kubeconfig"):
+    state = RunState(run_dir)
+    if value := state.get("kubeconfig"):
         found.append(value)
+    target = Target.from_dict(state.get(TARGET_KEY))
+    if target is not None and target.kubeconfig and target.kubeconfig not in found:
+        found.append(target.kubeconfig)
     return found
+
+
+def attempt_dir(run_dir: Path, stage_id: str, attempt: int) -> Path:
+    """The artifacts folder of one attempt: ``artifacts/<id>`` (1), ``artifacts/<id>.attemptN``."""
+    return Path(run_dir) / "artifacts" / (stage_id if attempt == 1 else f"{stage_id}.attempt{attempt}")
 
 
 def artifact_dirs(run_dir: Path, stage_id: str) -> list[Path]:
-    """Existing artifact folders of a stage, oldest attempt first: <id>, <id>.attempt2, ..."""
+    """Existing artifact folders of a stage, oldest attempt first (numbers may have gaps)."""
     base = Path(run_dir) / "artifacts"
-    found = []
-    n = 1
-    while (path := base / (stage_id if n == 1 else f"{stage_id}.attempt{n}")).exists():
-        found.append(path)
-        n += 1
-    return found
+    found = [(1, base / stage_id)] if (base / stage_id).is_dir() else []
+    for path in base.glob(f"{stage_id}.attempt*"):
+        suffix = path.name[len(stage_id) + len(".attempt"):]
+        if suffix.isdigit() and path.is_dir():
+            found.append((int(suffix), path))
+    return [p for _, p in sorted(found)]
+
+
+def next_attempt(run_dir: Path, stage_id: str) -> int:
+    """The number of the next attempt of a stage in a run folder: the one place it is computed.
+
+    One more than the highest attempt either recorded in ``run.json`` (an attempt that died before
+    it opened its stage has a record but no folder) or present as an artifacts folder (a notebook
+    run by hand has a folder but no record). The runner calls it before executing the notebook and
+    :func:`open_stage` inside it, and both see the same folder, so they agree.
+    """
+    run_dir = Path(run_dir)
+    highest = 0
+    record = run_dir / RECORD_FILE
+    if record.is_file():
+        try:
+            entries = json.loads(record.read_text()).get("stages") or []
+        except (OSError, ValueError):
+            entries = []
+        highest = max([int(e.get("attempt") or 0) for e in entries if e.get("stage") == stage_id] or [0])
+    for path in artifact_dirs(run_dir, stage_id):
+        n = 1 if path.name == stage_id else int(path.name.rsplit(".attempt", 1)[1])
+        highest = max(highest, n)
+    return highest + 1
 
 
 @dataclass
 class StageContext:
     """Everything a stage notebook needs; created by :func:`open_stage`."""
 
-    stage: stages.Stage
+    stage: stages.StageSpec
     loaded: LoadedParams
     plan: bool
     run_dir: Path
@@ -110,6 +145,18 @@ class StageContext:
         """A value an earlier stage handed over."""
         return self.state.get(key, default)
 
+    def put_target(self, target: Target) -> None:
+        """Hand the cluster to later stages (stage 01): the Target, and its kubeconfig path as before."""
+        self.state.set(TARGET_KEY, target.as_dict(), self.stage.id)
+        if target.kubeconfig:
+            self.put("kubeconfig", target.kubeconfig)
+            if target.context:
+                self.put("kube_context", target.context)
+
+    def target(self) -> Target | None:
+        """The Target an earlier stage handed over, or None."""
+        return Target.from_dict(self.state.get(TARGET_KEY))
+
     def write_artifact(self, name: str, content: Any) -> Path:
         """Write an artifact once (scrubbed of secrets); the format follows the suffix.
 
@@ -137,26 +184,28 @@ class StageContext:
         """Write what the stage would do (one mapping per action) to plan.yaml."""
         return self.write_artifact("plan.yaml", {"stage": self.stage.id, "plan": self.plan, "actions": actions})
 
-    def result(self, status: str, summary: str, checks: list[dict[str, Any]] | None = None,
-               data: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Record the stage outcome (result.json + junit.xml). ``status="failed"`` raises StageFailed.
+    def result(self, status: Status | str, summary: str, checks: list[Check | dict[str, Any]] | None = None,
+               data: dict[str, Any] | None = None, raise_failed: bool = True) -> dict[str, Any]:
+        """Record the stage outcome (result.json + junit.xml). ``status="failed"`` raises StageFailed
+        (unless ``raise_failed=False``: then call :meth:`raise_if_failed` after showing it).
 
-        ``checks`` are ``{name, status, message?, time_s?}`` with the statuses of :data:`STATUSES`.
+        ``checks`` are :class:`~cni_runbook.checks.Check` s (or ``{name, status, message?, time_s?,
+        target?}`` mappings) with the statuses of :data:`STATUSES`.
         """
-        if status not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
-        checks = checks or []
-        for check in checks:
-            if check.get("status") not in STATUSES or not check.get("name"):
-                raise ValueError(f"each check needs a name and a status in {STATUSES}: {check!r}")
-        record = {"stage": self.stage.id, "status": status, "summary": summary, "plan": self.plan,
-                  "at": audit.now(), "checks": checks, "data": data or {}}
+        status = Status.of(status)
+        rows = [c.as_dict() for c in coerce_all(checks)]
+        record = {"stage": self.stage.id, "status": status.value, "summary": summary, "plan": self.plan,
+                  "at": audit.now(), "checks": rows, "data": data or {}}
         self.write_artifact(RESULT_FILE, record)
-        self.write_artifact("junit.xml", audit.junit_xml(self.stage.id, checks or [
-            {"name": self.stage.id, "status": status, "message": summary}]))
-        if status == "failed":
-            raise StageFailed(f"{self.stage.id}: {summary}")
+        self.write_artifact("junit.xml", audit.junit_xml(self.stage.id, rows or [
+            {"name": self.stage.id, "status": status.value, "message": summary}]))
+        if raise_failed:
+            self.raise_if_failed(record)
         return record
+
+    def raise_if_failed(self, record: dict[str, Any]) -> None:
+        if record["status"] == Status.FAILED:
+            raise StageFailed(f"{self.stage.id}: {record['summary']}")
 
 
 def _default_run_dir(site: str) -> Path:
@@ -187,8 +236,7 @@ def open_stage(stage: str, params_files: list[str] | tuple[str, ...] = (), set_v
     params = loaded.params
     run_path = Path(run_dir) if run_dir else _default_run_dir(params.site)
     run_path.mkdir(parents=True, exist_ok=True)
-    n = len(artifact_dirs(run_path, spec.id)) + 1
-    artifacts = run_path / "artifacts" / (spec.id if n == 1 else f"{spec.id}.attempt{n}")
+    artifacts = attempt_dir(run_path, spec.id, next_attempt(run_path, spec.id))
     artifacts.mkdir(parents=True)
     ctx = StageContext(stage=spec, loaded=loaded, plan=params.run.plan if plan is None else bool(plan),
                        run_dir=run_path, artifacts=artifacts,

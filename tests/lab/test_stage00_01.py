@@ -19,7 +19,8 @@ from cni_runbook import cli, display
 from cni_runbook.lab import cluster
 from cni_runbook.params import LAB_FILE, PROJECT_ROOT
 from cni_runbook.preflight import check_names
-from cni_runbook.provision import ClusterStage, PreflightStage
+from cni_runbook.stages.cluster import ClusterStage
+from cni_runbook.stages.preflight import PreflightStage
 from cni_runbook.state import StageFailed, open_stage
 
 pytestmark = pytest.mark.lab
@@ -43,9 +44,7 @@ def hosts(lab):
 def preflight(cfg, tmp_path, sets=()):
     ctx = open_stage("00_preflight", [str(LAB_FILE)], list(sets), tmp_path / "run", False)
     stage = PreflightStage(ctx, cfg)
-    stage.plan()
-    with display.live_ansible("preflight") as live:
-        stage.run(progress=live.progress)
+    stage.outcome_ = stage.run_apply(stage.run_plan())
     return ctx, stage
 
 
@@ -66,7 +65,7 @@ def test_lab_profile_passes_on_the_bare_hosts(hosts, tmp_path):
     assert rows[("lab-w2", "ip_local")].seen == f"{hosts.node('lab-w2').ip} is a local address"
     assert rows[("lab-w2", "hostname")].seen == "lab-w2 (system: lab-w2)"
     assert stage.heatmap() is not None and (ctx.artifacts / "heatmap.png").stat().st_size > 1000
-    record = ctx.result(stage.status, stage.summary(), stage.checks(), stage.data())
+    record = stage.finish(stage.outcome_)
     assert record["status"] == "passed" and len(record["checks"]) == len(report.rows)
     assert record["data"]["host_source"] == f"lab instance {hosts.index} ({hosts.name}, {hosts.network})"
     assert (ctx.run_dir / record["data"]["ansible"]["artifacts"] / "artifacts" / "run" / "job_events").is_dir()
@@ -79,14 +78,14 @@ def test_antrea_profile_fails_on_openvswitch_and_a_waiver_is_recorded(hosts, tmp
     assert failing == {(n.name, c) for n in hosts.nodes for c in ("module_openvswitch", "systemd")}
     [row] = [r for r in stage.report.rows if (r.node, r.check) == ("lab-w1", "module_openvswitch")]
     assert row.seen == "not available (CONFIG_OPENVSWITCH is not set)"
-    assert stage.status == "failed" and "waive a check by name" in stage.summary()
+    assert stage.outcome_.status == "failed" and "waive a check by name" in stage.outcome_.summary
     with pytest.raises(StageFailed):
-        ctx.result(stage.status, stage.summary(), stage.checks(), stage.data())
+        stage.finish(stage.outcome_)
 
     ctx, stage = preflight(hosts, tmp_path / "b", ["cluster.preflight.profile=antrea",
                                             "cluster.preflight.waivers=[module_openvswitch, systemd]"])
-    assert stage.status == "passed", stage.summary()
-    record = ctx.result(stage.status, stage.summary(), stage.checks(), stage.data())
+    assert stage.outcome_.status == "passed", stage.outcome_.summary
+    record = stage.finish(stage.outcome_)
     result = json.loads((ctx.artifacts / "result.json").read_text())
     assert result == json.loads(json.dumps(record))
     assert result["data"]["waivers"] == ["module_openvswitch", "systemd"]
@@ -119,8 +118,8 @@ def secrets_of(kubeconfig) -> list[str]:
 def test_kubespray_through_the_contract_double_then_verified(lab_up, tmp_path):
     ctx = open_stage("01_cluster_no_cni", [str(LAB_FILE)], kubespray_sets(lab_up), tmp_path / "run", False)
     stage = ClusterStage(ctx, lab_up)
-    stage.plan()
-    assert stage.findings == [] and not stage.become  # root: no --become (there is no sudo here)
+    plan = stage.run_plan()
+    assert stage.findings == [] and plan.findings == [] and not stage.become  # root: no --become (no sudo here)
     with display.live_ansible("cluster.yml") as live:
         kubeconfig = stage.provision(progress=live.progress)
     assert stage.kubespray.ok, stage.kubespray.ansible.summary() + stage.failed_tasks().to_string()
@@ -142,8 +141,9 @@ def test_kubespray_through_the_contract_double_then_verified(lab_up, tmp_path):
     assert set(nodes["ready"]) == {"False"} and nodes["ready_message"].str.contains("cni plugin not initialized").all()
     assert nodes.loc["lab-cp1", "roles"] == "control-plane" and set(nodes["kubelet"]) == {"v1.35.4"}
     assert nodes["podCIDR"].str.startswith("10.233.").all()
-    record = ctx.result(stage.status, stage.summary(), stage.checks(), stage.data())
+    record = stage.finish(stage.outcome())
     assert record["status"] == "passed"
+    assert ctx.target().kubeconfig == str(kubeconfig) and ctx.target().provisioner == "kubespray"
     assert [c["name"] for c in record["checks"]] == ["kubespray_validation", "kubespray_cluster_yml", "api_reachable",
                                                      "nodes_registered", "pod_cidrs", "nodes_not_ready_no_cni",
                                                      "coredns_pending"]
@@ -162,22 +162,24 @@ def test_kubespray_failure_shows_the_failed_task_and_keeps_going_to_a_result(lab
     sets.append("kubespray.extra_vars={ansible_python_interpreter: /usr/bin/python3}")  # no admin.conf to hand over
     ctx = open_stage("01_cluster_no_cni", [str(LAB_FILE)], sets, tmp_path / "run", False)
     stage = ClusterStage(ctx, lab_up)
-    stage.plan()
-    assert stage.provision() is None and ctx.get("kubeconfig") is None
+    outcome = stage.run_apply(stage.run_plan())
+    assert ctx.get("kubeconfig") is None and ctx.target() is None
     failed = stage.failed_tasks()
     assert failed[["host", "task"]].values.tolist() == [["lab-cp1", "A kubeconfig to hand over was given"]]
-    assert stage.status == "failed"
-    assert stage.summary().startswith("cluster.yml failed (rc=2): failed lab-cp1: A kubeconfig to hand over was given")
+    assert outcome.status == "failed"
+    assert outcome.summary.startswith("cluster.yml failed (rc=2): failed lab-cp1: A kubeconfig to hand over was given")
+    assert {c.name: c.status.value for c in outcome.checks}["kubespray_cluster_yml"] == "failed"
 
 
 def test_provisioner_lab_is_a_no_op_on_a_running_lab_and_verifies(lab_up, tmp_path):
     ctx = open_stage("01_cluster_no_cni", [str(LAB_FILE)], [], tmp_path / "run", False)
     stage = ClusterStage(ctx, lab_up)
-    stage.plan()
-    assert stage.provision() == lab_up.admin_kubeconfig
-    v = stage.verify()
-    assert v.ok, v.summary()
-    assert ctx.result(stage.status, stage.summary(), stage.checks(), stage.data())["status"] == "passed"
+    outcome = stage.run_apply(stage.run_plan())
+    assert stage.kubeconfig == lab_up.admin_kubeconfig
+    assert outcome.status == "passed", outcome.summary
+    target = ctx.target()
+    assert target.provisioner == "lab" and target.images["probe"].startswith("registry.cnilab.local")
+    assert stage.finish(outcome)["status"] == "passed"
 
 
 def test_provisioner_existing_verifies_the_given_kubeconfig(lab_up, tmp_path):
@@ -185,10 +187,11 @@ def test_provisioner_existing_verifies_the_given_kubeconfig(lab_up, tmp_path):
                      ["provisioner.kind=existing", f"provisioner.kubeconfig={lab_up.admin_kubeconfig}"],
                      tmp_path / "run", False)
     stage = ClusterStage(ctx, lab_up)
+    plan = stage.run_plan()
     assert stage.expected_nodes == ["lab-cp1", "lab-w1", "lab-w2"]
-    stage.plan()
-    assert stage.provision() == lab_up.admin_kubeconfig
-    assert stage.verify().ok and stage.status == "passed"
+    outcome = stage.run_apply(plan)
+    assert stage.kubeconfig == lab_up.admin_kubeconfig
+    assert stage.verification.ok and outcome.status == "passed"
 
 
 def test_both_notebooks_through_the_runner_from_a_down_lab(lab, tmp_path, capsys):
@@ -205,6 +208,7 @@ def test_both_notebooks_through_the_runner_from_a_down_lab(lab, tmp_path, capsys
     assert r1["status"] == "passed" and "3 nodes NotReady (cni plugin not initialized), CoreDNS Pending" in r1["summary"]
     state = json.loads((run_dir / "state.json").read_text())
     assert state["kubeconfig"]["value"] == str(lab.cfg.admin_kubeconfig)
+    assert state["target"]["value"]["kubeconfig"] == str(lab.cfg.admin_kubeconfig)
     assert cluster.phase(lab.cfg) == "cluster"
     assert cli.main(["--outputs", str(tmp_path / "out"), "verify", run_dir.name]) == 0
     lab.has_cni = False  # a fresh cluster without a CNI: what lab.fresh() gives the next module
@@ -218,7 +222,7 @@ def test_a_running_lab_is_reused_and_its_own_ports_are_recognised(lab, tmp_path)
     Kubernetes port is reported as held by this very cluster's component, not as a conflict."""
     assert cluster.phase(lab.cfg) == "cluster"
     ctx, stage = preflight(lab.cfg, tmp_path, ["provisioner.lab_running=reuse"])
-    assert stage.status == "passed", stage.summary()
+    assert stage.outcome_.status == "passed", stage.outcome_.summary
     assert stage.lab_phase == "cluster" and cluster.phase(lab.cfg) == "cluster"
     rows = {(r.node, r.check): r for r in stage.report.rows}
     assert rows[("lab-cp1", "port_6443_tcp")].seen == "held by kube-apiserver of this very cluster (already running)"

@@ -15,6 +15,7 @@ import pytest
 from cni_runbook.params.schema import Params
 from cni_runbook.policy import verify
 from cni_runbook.policy.workloads import probe_image
+from cni_runbook.provision import lab as lab_target
 from cni_runbook.qos import audit, bandwidth
 
 pytestmark = pytest.mark.lab
@@ -44,7 +45,7 @@ def params() -> Params:
 @pytest.fixture(scope="module")
 def policy_run(kube, params, tmp_path_factory):
     started = time.monotonic()
-    run = verify.run(kube, params.policy, probe_image(params), tmp_path_factory.mktemp("stage04"), progress=_say)
+    run = verify.run(kube, params.policy, probe_image(params, lab_target.target(require_up=False)), tmp_path_factory.mktemp("stage04"), progress=_say)
     _say(f"policy run: {run.summary} in {time.monotonic() - started:.0f}s")
     _say("\n" + verify.summary_frame(run.results).to_string())
     return run
@@ -77,7 +78,7 @@ def test_policies_and_namespaces_removed(policy_run, kube):
 
 
 def test_bandwidth_limits_hold_and_stay_below_the_unlimited_baseline(kube, params, tmp_path):
-    run = bandwidth.measure(kube, params.qos, bandwidth.iperf3_image(params), tmp_path / "qos.jsonl", progress=_say)
+    run = bandwidth.measure(kube, params.qos, bandwidth.iperf3_image(params, lab_target.target(require_up=False)), tmp_path / "qos.jsonl", progress=_say)
     _say(f"{run.measurements()}")
     assert set(run.results) == {"baseline", "ingress", "egress"}
     assert all(r.ok for r in run.results.values()), run.measurements()

@@ -466,7 +466,7 @@ def test_kubeconfig_for_each_provisioner(tmp_path):
     assert engine.kubeconfig_for(existing, lambda key: None) == (kubeconfig, "c")
     kubespray = Params(provisioner={"kind": "kubespray"}, cluster={"nodes": [
         {"name": "n1", "roles": ["kube_control_plane", "etcd", "kube_node"], "ansible_host": "192.0.2.1"}]})
-    with pytest.raises(engine.InstallError, match="stage 01 handed over no kubeconfig"):
+    with pytest.raises(engine.InstallError, match="stage 01 handed over no cluster"):
         engine.kubeconfig_for(kubespray, lambda key: None)
     assert engine.kubeconfig_for(kubespray, {"kubeconfig": str(kubeconfig)}.get) == (kubeconfig, None)
     handed = {"kubeconfig": str(tmp_path / "from-stage-01"), "kube_context": "s1"}

@@ -11,18 +11,13 @@ import yaml
 
 from cni_runbook.lab.config import LabConfig
 from cni_runbook.params import LAB_FILE, PROJECT_ROOT, load_params
-from cni_runbook.provision import (
-    ClusterStage,
-    HostsError,
-    PreflightSetupError,
-    PreflightStage,
-    plan_preflight,
-    private_dir,
-    stage_hosts,
-)
-from cni_runbook.state import open_stage
+from cni_runbook.provision import HostsError, private_dir, stage_hosts
+from cni_runbook.stages.cluster import ClusterStage
+from cni_runbook.stages.preflight import PreflightSetupError, PreflightStage, plan_preflight
+from cni_runbook.state import StageFailed, open_stage
 
 EXAMPLE = PROJECT_ROOT / "params" / "examples" / "kubespray-antrea.yaml"
+DOUBLE = PROJECT_ROOT / "tests" / "doubles" / "kubespray"
 
 
 @pytest.fixture(autouse=True)
@@ -76,30 +71,72 @@ def test_unknown_waiver_is_refused_before_anything_runs():
 def test_preflight_plan_mode_writes_inventory_and_touches_nothing(tmp_path):
     ctx = open_stage("00_preflight", [str(EXAMPLE)], [], tmp_path / "run", True)
     stage = PreflightStage(ctx)
-    actions = stage.plan()
-    assert stage.run() is None
+    plan = stage.run_plan()
     inventory = yaml.safe_load((ctx.artifacts / "inventory.yml").read_text())
     assert sorted(inventory["all"]["hosts"]) == ["cp1", "cp2", "cp3", "w1", "w2"]
-    assert [a["step"] for a in actions[:2]] == ["reach", "check"]
-    assert "module_openvswitch" in actions[1]["detail"]  # cni.profile antrea -> the antrea checks
-    assert stage.status == "planned" and not (tmp_path / "run" / "ansible").exists()
-    record = ctx.result(stage.status, stage.summary(), stage.checks(), stage.data())
+    assert [a["step"] for a in plan.actions[:2]] == ["reach", "check"]
+    assert "module_openvswitch" in plan.actions[1]["detail"]  # cni.profile antrea -> the antrea checks
+    outcome = stage.run_apply(plan)
+    assert outcome.status == "planned" and not (tmp_path / "run" / "ansible").exists()
+    record = stage.finish(outcome)
     assert record["data"]["profile"] == "antrea"
+    assert yaml.safe_load((ctx.artifacts / "plan.yaml").read_text())["actions"] == plan.actions
 
 
-def test_preflight_with_a_bad_waiver_fails_the_stage_with_the_reason(tmp_path):
-    ctx = open_stage("00_preflight", [str(LAB_FILE)], ["cluster.preflight.waivers=[nope]"], tmp_path / "run", False)
-    stage = PreflightStage(ctx)
-    stage.plan()
-    assert stage.run() is None and stage.status == "failed"
-    assert stage.summary().startswith("cluster.preflight.waivers: unknown check(s) nope")
+def test_preflight_with_a_bad_waiver_fails_the_stage_with_the_reason_in_plan_mode_too(tmp_path):
+    for mode in (True, False):
+        ctx = open_stage("00_preflight", [str(LAB_FILE)], ["cluster.preflight.waivers=[nope]"],
+                         tmp_path / f"run{mode}", mode)
+        stage = PreflightStage(ctx)
+        plan = stage.run_plan()
+        assert [f.key for f in plan.blocking] == ["cluster.preflight.waivers"]
+        assert plan.blocking[0].where.startswith("--set cluster.preflight.waivers")
+        outcome = stage.run_apply(plan)
+        assert outcome.status == "failed" and "unknown check(s) nope" in outcome.summary
+        assert outcome.summary.startswith("the plan found 1 problem(s) that would stop the apply: "
+                                          "cluster.preflight.waivers (--set cluster.preflight.waivers)")
+        with pytest.raises(StageFailed):
+            stage.finish(outcome)
+        assert json.loads((ctx.artifacts / "result.json").read_text())["status"] == "failed"
 
 
-def test_kubespray_plan_renders_validates_and_touches_nothing(tmp_path):
+def test_preflight_outcome_from_a_recorded_report(tmp_path):
+    """The outcome logic without hosts: a report with a failure, a waiver and a warning."""
+    from cni_runbook.preflight import PreflightReport
+    from cni_runbook.preflight.checks import CheckRow
+
+    ctx = open_stage("00_preflight", [str(LAB_FILE)], [], tmp_path / "run", False)
+    stage = PreflightStage(ctx, LabConfig(index=7, state_dir=tmp_path / "lab7"))
+    stage.run_plan()
+    rows = [CheckRow("lab-cp1", "memory", "fail", "900 MB", ">= 1500 MB"),
+            CheckRow("lab-w1", "systemd", "waived", "no", "yes", waived_by="systemd"),
+            CheckRow("lab-w2", "time_sync", "warn", "none", "ntp")]
+    report = PreflightReport(profile="lab", rows=rows, waivers=("systemd",), waived=[rows[1]])
+
+    class Ansible:
+        ok, status, rc, duration_s = True, "successful", 0, 1.0
+        private_data_dir = ctx.run_dir / "ansible" / "x"
+
+    class Run:
+        pass
+
+    stage.run_data = Run()
+    stage.run_data.report, stage.run_data.ansible = report, Ansible()
+    outcome = stage.outcome()
+    assert outcome.status == "failed"
+    assert outcome.summary.endswith("(waive a check by name in cluster.preflight.waivers to go on)")
+    assert [(c.name, c.status.value, c.target) for c in outcome.checks] == [
+        ("lab-cp1/memory", "failed", "lab-cp1"), ("lab-w1/systemd", "skipped", "lab-w1"),
+        ("lab-w2/time_sync", "passed", "lab-w2")]
+    assert list(stage.problems()["status"]) == ["fail", "waived", "warn"]
+    assert outcome.data["waived"] == [{"node": "lab-w1", "check": "systemd", "seen": "no", "required": "yes"}]
+
+
+def test_kubespray_plan_renders_validates_and_fails_on_validation_errors(tmp_path):
     ctx = open_stage("01_cluster_no_cni", [str(EXAMPLE)], [], tmp_path / "run", True)
     stage = ClusterStage(ctx)
-    actions = stage.plan()
-    assert [a["step"] for a in actions] == ["render", "render", "validate", "run", "verify"]
+    plan = stage.run_plan()
+    assert [a["step"] for a in plan.actions] == ["render", "render", "validate", "run", "verify"]
     gv = yaml.safe_load((ctx.artifacts / "kubespray" / "group_vars" / "all" / "cni-runbook.yml").read_text())
     assert gv["kube_network_plugin"] == "none" and gv["kube_proxy_remove"] is True and gv["kubeconfig_localhost"] is True
     inventory = yaml.safe_load((ctx.artifacts / "kubespray" / "inventory.yml").read_text())
@@ -109,25 +146,33 @@ def test_kubespray_plan_renders_validates_and_touches_nothing(tmp_path):
     assert rules["kubespray_dir"].severity == "error" and rules["trap_ha_no_cni"].severity == "warning"
     assert rules["trap_ha_no_cni"].key == "cluster.nodes[*].roles"
     assert stage.become  # user ansible: --become
-    assert stage.provision() is None and stage.verify() is None
-    assert stage.status == "planned"
-    assert stage.summary().endswith("1 validation error(s) would stop the apply")
+    [blocking] = plan.blocking
+    assert blocking.key == "kubespray.dir" and blocking.where.endswith("kubespray-antrea.yaml:" + blocking.where.rsplit(":", 1)[1])
+    outcome = stage.run_apply(plan)
+    assert outcome.status == "failed" and "kubespray.dir" in outcome.summary
     assert not (tmp_path / "run" / "ansible").exists() and not (tmp_path / "private").exists()
 
 
+def test_kubespray_plan_passes_against_a_checkout(tmp_path):
+    ctx = open_stage("01_cluster_no_cni", [str(EXAMPLE)], [f"kubespray.dir={DOUBLE}"], tmp_path / "run", True)
+    stage = ClusterStage(ctx)
+    plan = stage.run_plan()
+    assert plan.blocking == [], plan.blocking
+    outcome = stage.run_apply(plan)
+    assert outcome.status == "planned" and outcome.summary.startswith("provisioner kubespray planned for 5 nodes")
+    assert {c.name: c.status.value for c in outcome.checks} == {"kubespray_validation": "passed"}
+
+
 def test_kubespray_validation_errors_stop_before_ansible(tmp_path):
-    sets = ["kubespray.extra_vars={kubelet_rotate_server_certificates: 'yes'}"]
+    sets = ["kubespray.extra_vars={kubelet_rotate_server_certificates: 'yes'}", f"kubespray.dir={DOUBLE}"]
     ctx = open_stage("01_cluster_no_cni", [str(EXAMPLE)], sets, tmp_path / "run", False)
     stage = ClusterStage(ctx)
-    stage.plan()
-    assert stage.provision() is None and stage.kubespray is None
-    assert stage.status == "failed"
-    assert stage.summary().startswith("2 validation error(s) before Kubespray starts; no host was touched: ")
-    assert "kubelet_rotate_server_certificates must be a real boolean" in stage.summary()
+    plan = stage.run_plan()
+    assert "kubespray.extra_vars.kubelet_rotate_server_certificates" in [f.key for f in plan.blocking]
+    outcome = stage.run_apply(plan)
+    assert stage.kubespray is None and outcome.status == "failed"
+    assert "kubelet_rotate_server_certificates must be a real boolean" in outcome.summary
     assert not (tmp_path / "run" / "ansible").exists()
-    checks = {c["name"]: c for c in stage.checks()}
-    assert checks["kubespray_validation"]["status"] == "failed"
-    assert checks["api_reachable"]["status"] == "skipped" and checks["provision"]["status"] == "failed"
 
 
 def test_existing_without_the_file_fails_clearly(tmp_path):
@@ -135,10 +180,34 @@ def test_existing_without_the_file_fails_clearly(tmp_path):
                      ["provisioner.kind=existing", f"provisioner.kubeconfig={tmp_path / 'nope.conf'}",
                       "cluster.nodes=[]"], tmp_path / "run", False)
     stage = ClusterStage(ctx)
-    stage.plan()
-    assert stage.provision() is None and stage.status == "failed"
-    assert stage.summary() == f"provisioner.kubeconfig {tmp_path / 'nope.conf'} does not exist"
-    assert ctx.get("kubeconfig") is None
+    outcome = stage.run_apply(stage.run_plan())
+    assert outcome.status == "failed"
+    assert outcome.summary == f"provisioner.kubeconfig {tmp_path / 'nope.conf'} does not exist"
+    assert [(c.name, c.status.value) for c in outcome.checks][:2] == [("provision", "failed"),
+                                                                      ("api_reachable", "skipped")]
+    assert ctx.get("kubeconfig") is None and ctx.target() is None
+
+
+def test_cluster_outcome_from_a_recorded_verification(tmp_path):
+    """The passed outcome logic without a cluster: a verification, a Target handed on."""
+    from cni_runbook.checks import Check
+    from cni_runbook.provision import Verification
+
+    conf = tmp_path / "admin.conf"
+    conf.write_text("apiVersion: v1\nkind: Config\n")
+    ctx = open_stage("01_cluster_no_cni", [str(LAB_FILE)],
+                     ["provisioner.kind=existing", f"provisioner.kubeconfig={conf}", "provisioner.context=ctx1"],
+                     tmp_path / "run", False)
+    stage = ClusterStage(ctx)
+    stage.run_plan()
+    stage.provision(say=lambda _m: None)
+    assert ctx.target().kubeconfig == str(conf) and ctx.target().context == "ctx1"
+    assert [h.name for h in ctx.target().hosts] == ["lab-cp1", "lab-w1", "lab-w2"]
+    assert ctx.get("kubeconfig") == str(conf) and ctx.get("kube_context") == "ctx1"
+    stage.verification = Verification([Check("api_reachable", "passed", "ok")], server="https://x", version="v1")
+    outcome = stage.outcome()
+    assert outcome.status == "passed" and outcome.summary.startswith("provisioner existing: cluster without CNI")
+    assert outcome.data["server"] == "https://x" and outcome.data["kubeconfig"] == str(conf)
 
 
 def test_private_dir_is_outside_the_run_folder_and_private(tmp_path):

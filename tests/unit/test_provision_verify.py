@@ -129,7 +129,8 @@ def test_verify_against_a_closed_port_times_out_with_the_server_named(tmp_path):
 
 
 def test_summary_lists_failures():
-    from cni_runbook.provision import Check, Verification
+    from cni_runbook.checks import Check
+    from cni_runbook.provision import Verification
 
     nodes, pods = recorded()
     for n in nodes:

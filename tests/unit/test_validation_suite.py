@@ -73,9 +73,12 @@ def test_external_target_and_selection():
 def test_config_from_lab_params():
     loaded = load_params([workloads.__file__.replace("lib/cni_runbook/validation/workloads.py", "params/lab.yaml")])
     params = loaded.params if hasattr(loaded, "params") else loaded
-    cfg = SuiteConfig.from_params(params)
+    from cni_runbook.provision import lab
+
+    assert "registry.k8s.io" in SuiteConfig.from_params(params).images.probe  # no target: the params' image
+    cfg = SuiteConfig.from_params(params, workloads.images_for(params, lab.target(require_up=False)))
     assert cfg.cni_agent == "kube-system/kube-router"
-    assert "registry.cnilab.local:5000" in cfg.images.probe  # the lab's own agnhost build
+    assert "registry.cnilab.local:5000" in cfg.images.probe  # the lab target's own agnhost build
     assert cfg.perf_config.tolerance_pct == params.validation.thresholds.throughput_tolerance_pct
     assert not cfg.keep_workloads and cfg.external_target is None
 

@@ -41,7 +41,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..kube.client import KubeError, cluster_kubeconfig
+from ..errors import OperatorError
+from ..kube.client import KubeError
 from .errors import CniError, ManifestError, SourceError
 from .manifests import (
     DEFAULT_EXISTING_NAMESPACES,
@@ -861,10 +862,13 @@ def rollback_run(run_dir: str | Path, *, kubeconfig: str | Path | None = None, c
 
 def kubeconfig_for(params, state_get: Callable[[str], Any]) -> tuple[Path, str | None]:
     """The kubeconfig (path, context) stage 02 works with (:func:`cni_runbook.kube.cluster_kubeconfig`)."""
+    from ..provision import targets
+
     try:
-        return cluster_kubeconfig(params, state_get)
-    except KubeError as exc:
+        target = targets.resolve(params, state_get)
+    except OperatorError as exc:
         raise InstallError(str(exc)) from None
+    return target.kubeconfig_path, target.context
 
 
 __all__ = [

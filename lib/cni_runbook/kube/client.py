@@ -132,15 +132,9 @@ def cluster_kubeconfig(params, state_get: Callable[[str], Any]) -> tuple[Path, s
     kind = params.provisioner.kind
     if kind == "existing":
         return Path(params.provisioner.kubeconfig), params.provisioner.context
-    if kind == "lab":
-        from ..lab.config import LabConfig
-
-        path = LabConfig().admin_kubeconfig
-        if not path.is_file():
-            raise KubeError(f"{path}: the lab is not up (no admin kubeconfig); run `cni-runbook lab up` first")
-        return path, None
-    raise KubeError("provisioner 'kubespray': stage 01 handed over no kubeconfig in the run state "
-                    "(run 01_cluster_no_cni first, in the same run)")
+    raise KubeError(f"provisioner {kind!r}: stage 01 handed over no kubeconfig in the run state "
+                    "(run 01_cluster_no_cni first, in the same run; the stages take the cluster from "
+                    "cni_runbook.provision.targets.resolve)")
 
 
 __all__ = ["Kube", "KubeError", "ApiException", "NotFoundError", "api_error_message", "cluster_kubeconfig"]

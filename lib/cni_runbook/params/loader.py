@@ -58,6 +58,22 @@ class LoadedParams:
     params: Params
     files: list[dict[str, str]]  # [{"path": ..., "sha256": ...}] in layering order
     set_values: list[str]
+    #: ``where("kubespray.kube_pods_subnet")`` -> the file:line (or --set) that set a key path
+    where: typing.Callable[[str], str] | None = field(default=None, repr=False, compare=False)
+
+
+def key_loc(key: str) -> Loc:
+    """A dotted key path (``cluster.nodes[0].ip``, ``cluster.nodes[*].roles``) as a Loc; ``[*]`` stops it."""
+    loc: list[str | int] = []
+    for part in key.split("."):
+        name, _, rest = part.partition("[")
+        loc.append(name)
+        if rest:
+            index = rest.split("]", 1)[0]
+            if not index.isdigit():
+                break
+            loc.append(int(index))
+    return tuple(loc)
 
 
 # --- YAML with line numbers ---------------------------------------------------------------
@@ -320,4 +336,5 @@ def load_params(
         params = Params.model_validate(data)
     except ValidationError as exc:
         raise ParamsError([_problem(e, layer_of) for e in exc.errors()]) from None
-    return LoadedParams(params=params, files=hashes, set_values=set_values)
+    return LoadedParams(params=params, files=hashes, set_values=set_values,
+                        where=lambda key: layer_of(key_loc(key)).where(key_loc(key)))

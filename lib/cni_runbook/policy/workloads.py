@@ -37,13 +37,10 @@ ROLE = "policy-truth-table"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 
-def probe_image(params: Any) -> str:
-    """The agnhost image: the lab's own build for the lab, else ``validation.images.probe``."""
-    if params.provisioner.kind == "lab":
-        from ..lab.images import image_ref
-
-        return image_ref("agnhost")
-    return params.validation.images.probe
+def probe_image(params: Any, target: Any = None) -> str:
+    """The agnhost image: the target's own (e.g. the lab's build), else ``validation.images.probe``."""
+    default = params.validation.images.probe
+    return target.image("probe", default) if target is not None else default
 
 
 # --------------------------------------------------------------------------- rendering

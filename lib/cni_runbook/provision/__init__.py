@@ -1,14 +1,15 @@
-"""Stages 00 and 01: preflight the inventory hosts, then a cluster without a CNI, verified.
+"""Provisioners and what stages 00/01 work on: hosts, the Kubespray job, the lab, the no-CNI check.
 
-* :class:`PreflightStage` - stage 00 (fact gathering over SSH with ansible-runner, node x check
-  matrix, heatmap, waivers);
-* :class:`ClusterStage` - stage 01 with provisioner ``lab``, ``kubespray`` or ``existing``;
+* :func:`stage_hosts` - which hosts a stage works on (``cluster.nodes`` or the lab instance);
+* :class:`KubesprayJob` (:mod:`.kubespray_job`) - render, validate and run Kubespray, for stage
+  01 and the ``kubespray_custom_cni`` route of stage 02 alike;
+* :mod:`.lab` - the lab provisioner (the one module outside ``cni_runbook.lab`` that imports it);
 * :func:`verify_cluster` / :func:`evaluate` - the no-CNI verification (API, nodes registered,
-  NotReady for the missing CNI, CoreDNS Pending) and :func:`nodes_frame`, the nodes table;
-* :func:`stage_hosts` - which hosts a stage works on (``cluster.nodes`` or the lab instance).
+  NotReady for the missing CNI, CoreDNS Pending) and :func:`nodes_frame`, the nodes table.
+
+The stages themselves are in :mod:`cni_runbook.stages` (``preflight``, ``cluster``).
 """
 
-from cni_runbook.provision.cluster_stage import ClusterStage, cluster_vars, kubespray_extras, validate_kubespray
 from cni_runbook.provision.hosts import (
     HostsError,
     StageHosts,
@@ -16,38 +17,26 @@ from cni_runbook.provision.hosts import (
     hosts_from_params,
     private_dir,
     stage_hosts,
+    target_hosts,
 )
-from cni_runbook.provision.preflight_stage import (
-    PreflightPlan,
-    PreflightSetupError,
-    PreflightStage,
-    applicable_checks,
-    plan_preflight,
-    preflight_profile,
-)
-from cni_runbook.provision.verify import Check, Verification, evaluate, nodes_frame, settled, verify_cluster
+from cni_runbook.provision.kubespray_job import KubesprayJob, cluster_vars, kubespray_extras, validate_kubespray
+from cni_runbook.provision.verify import Verification, evaluate, nodes_frame, settled, verify_cluster
 
 __all__ = [
-    "Check",
-    "ClusterStage",
     "HostsError",
-    "PreflightPlan",
-    "PreflightSetupError",
-    "PreflightStage",
+    "KubesprayJob",
     "StageHosts",
     "Verification",
     "ansible_envvars",
-    "applicable_checks",
     "cluster_vars",
     "evaluate",
     "hosts_from_params",
     "kubespray_extras",
     "nodes_frame",
-    "plan_preflight",
-    "preflight_profile",
     "private_dir",
     "settled",
     "stage_hosts",
+    "target_hosts",
     "validate_kubespray",
     "verify_cluster",
 ]

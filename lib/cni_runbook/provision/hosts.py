@@ -22,6 +22,7 @@ from typing import Any
 
 from cni_runbook.kubespray.inventory import Host, render_inventory
 from cni_runbook.params import secrets
+from cni_runbook.target import TargetHost
 
 # Ansible's SSH settings for both stages. Kubespray's own ansible.cfg also disables host key
 # checking and known_hosts (UserKnownHostsFile=/dev/null); these replace its ssh_args.
@@ -87,11 +88,10 @@ def stage_hosts(params: Any, lab_cfg: Any = None) -> StageHosts:
     if params.provisioner.kind != "lab":
         hosts = hosts_from_params(params)
         return StageHosts(hosts, "cluster.nodes" if hosts else "cluster.nodes (empty)")
-    from cni_runbook.lab.config import LabConfig
-    from cni_runbook.lab.inventory import lab_inventory
+    from . import lab
 
-    cfg = lab_cfg or LabConfig()
-    hosts = lab_inventory(cfg)
+    cfg = lab.config(lab_cfg)
+    hosts = lab.inventory(cfg)
     source = f"lab instance {cfg.index} ({cfg.name}, {cfg.network})"
     notes: list[str] = []
     if params.cluster.nodes:
@@ -111,6 +111,12 @@ def stage_hosts(params: Any, lab_cfg: Any = None) -> StageHosts:
         if params.cluster.ssh.key_file:
             notes.append("cluster.ssh.key_file is not used with provisioner 'lab': the lab's own key is")
     return StageHosts(hosts, source, notes, cfg)
+
+
+def target_hosts(hosts: list[Host]) -> tuple[TargetHost, ...]:
+    """Inventory hosts as the Target's hosts (address, roles and SSH access; key paths only)."""
+    return tuple(TargetHost(h.name, h.ansible_host, tuple(h.groups), h.ansible_user, h.ansible_port,
+                            h.ansible_ssh_private_key_file) for h in hosts)
 
 
 def private_dir(run_dir: Path | str) -> Path:

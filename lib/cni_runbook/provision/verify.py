@@ -27,6 +27,8 @@ from typing import Any
 
 import pandas as pd
 
+from cni_runbook.checks import Check
+
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 CNI_MARKERS = ("cni plugin not initialized", "NetworkPluginNotReady", "network plugin is not ready")
 COREDNS_SELECTOR = "k8s-app=kube-dns"
@@ -35,15 +37,6 @@ ROLE_PREFIX = "node-role.kubernetes.io/"
 
 Say = Callable[[str], None]
 
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str  # passed | failed | skipped
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"name": self.name, "status": self.status, "message": self.message}
 
 
 @dataclass
@@ -65,7 +58,8 @@ class Verification:
         return [c for c in self.checks if c.status == FAILED]
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame([c.as_dict() for c in self.checks], columns=["name", "status", "message"])
+        return pd.DataFrame([{"name": c.name, "status": c.status.value, "message": c.message} for c in self.checks],
+                            columns=["name", "status", "message"])
 
     def summary(self) -> str:
         if self.ok:

@@ -162,13 +162,10 @@ def evaluate(direction: str, limit: str, measured_bps: float | None, baseline_bp
 # --------------------------------------------------------------------------- workloads
 
 
-def iperf3_image(params: Any) -> str:
-    """The lab's own iperf3 image for the lab, else ``validation.images.perf``."""
-    if params.provisioner.kind == "lab":
-        from ..lab.images import image_ref
-
-        return image_ref("iperf3")
-    return params.validation.images.perf
+def iperf3_image(params: Any, target: Any = None) -> str:
+    """The iperf3 image: the target's own (e.g. the lab's build), else ``validation.images.perf``."""
+    default = params.validation.images.perf
+    return target.image("iperf3", default) if target is not None else default
 
 
 @dataclass(frozen=True)

@@ -51,16 +51,14 @@ class Images:
     perf: str  # iperf3 (the binary on PATH as `iperf3`)
 
 
-def images_for(params: Any) -> Images:
-    """The images to use: ``validation.images``; on the lab, its own builds unless changed from the defaults."""
+def images_for(params: Any, target: Any = None) -> Images:
+    """The images to use: ``validation.images``; the target's own (the lab's builds) unless changed from the defaults."""
     v = params.validation
     probe, perf = v.images.probe, v.images.perf
-    if params.provisioner.kind == "lab":
-        from ..lab.images import image_ref
-
+    if target is not None:
         defaults = type(v.images)()
-        probe = image_ref("agnhost") if probe == defaults.probe else probe
-        perf = image_ref("iperf3") if perf == defaults.perf else perf
+        probe = target.image("probe", probe) if probe == defaults.probe else probe
+        perf = target.image("perf", perf) if perf == defaults.perf else perf
     return Images(probe, perf)
 
 

@@ -1,17 +1,16 @@
 """Stage 00: preflight every inventory host over SSH before anything is installed.
 
-:class:`PreflightStage` holds what the notebook shows between ``open_stage`` and ``ctx.result``:
+:class:`PreflightStage` on the stage base (:mod:`cni_runbook.stages.base`):
 
-* :meth:`~PreflightStage.plan` - the hosts (from ``cluster.nodes`` or the lab instance), the
-  preflight inventory and, per host, the checks of the chosen profile (``cluster.preflight.profile``,
-  else ``cni.profile``) and the waivers; all written to the artifacts, nothing touched;
-* :meth:`~PreflightStage.run` - the lab hosts are brought up when the provisioner is the lab
-  (hosts only: preflight runs before anything is installed), then the fact-gathering playbook of
+* ``plan`` - the hosts (from ``cluster.nodes`` or the lab instance), the preflight inventory and,
+  per host, the checks of the chosen profile (``cluster.preflight.profile``, else ``cni.profile``)
+  and the waivers; an unknown waiver or unusable hosts are a blocking finding; nothing touched;
+* ``apply`` - the lab hosts are brought up when the provisioner is the lab (hosts only:
+  preflight runs before anything is installed), then the fact-gathering playbook of
   :mod:`cni_runbook.preflight` runs through ansible-runner against every host; the evaluation
-  is written to the artifacts (rows, matrix, heatmap);
-* :meth:`~PreflightStage.checks` / :meth:`~PreflightStage.summary` / :attr:`~PreflightStage.status`
-  - what ``ctx.result`` records. A failing check fails the stage unless waived by name; waived
-  checks are recorded as ``skipped`` with the waiver, and listed in the result data.
+  is written to the artifacts (rows, matrix, heatmap). A failing check fails the stage unless
+  waived by name; waived checks are recorded as ``skipped`` with the waiver, and listed in the
+  result data.
 """
 
 from __future__ import annotations
@@ -22,10 +21,14 @@ from typing import Any
 
 import pandas as pd
 
+from cni_runbook import display
+from cni_runbook.checks import Check, Status
+from cni_runbook.display import live_ansible
 from cni_runbook.preflight import PROFILES, STATUS_COLORS, PreflightReport, PreflightRun, check_names, run_preflight
 from cni_runbook.preflight.checks import FAIL, PASS, WAIVED, WARN
+from cni_runbook.provision.hosts import StageHosts, ansible_envvars, stage_hosts
 
-from .hosts import StageHosts, ansible_envvars, stage_hosts
+from .base import Outcome, Plan, Stage, View
 
 Say = Callable[[str], None]
 PREFLIGHT_TIMEOUT_S = 900
@@ -33,6 +36,8 @@ PREFLIGHT_TIMEOUT_S = 900
 
 class PreflightSetupError(ValueError):
     """Params that stage 00 cannot run with (unknown waiver, no hosts...)."""
+
+    key = "cluster.preflight.waivers"
 
 
 @dataclass
@@ -79,75 +84,55 @@ def plan_preflight(params: Any, lab_cfg: Any = None) -> PreflightPlan:
     return PreflightPlan(hosts, profile, waivers, actions)
 
 
-def _lab_hosts_up(cfg: Any, mode: str, say: Say) -> str:
-    """Bare lab hosts for the preflight; what the lab was: down, hosts, rebuilt or cluster (reused).
-
-    A lab whose cluster already runs (an earlier run, or `lab up`, left it for exploring) is
-    rebuilt from bare hosts (``provisioner.lab_running: rebuild``, the default: the runbook
-    starts from a cluster without a CNI every time) or kept (``reuse``: its own components then
-    hold the Kubernetes ports, which the port checks recognise as this cluster's).
-    """
-    from cni_runbook.lab import cluster
-
-    phase = cluster.phase(cfg)
-    if phase == "cluster" and mode == "rebuild":
-        say(f"lab instance {cfg.index} already runs Kubernetes (left by an earlier run): rebuilding it from "
-            "bare hosts (provisioner.lab_running: rebuild; `reuse` keeps it)")
-        say(cluster.down(cfg, progress=say))
-        phase = "rebuilt"
-    elif phase == "cluster":
-        say(f"lab instance {cfg.index} already runs Kubernetes: reusing it (provisioner.lab_running: reuse); "
-            "ports held by its own components are reported as this cluster's")
-        return phase
-    if phase in ("down", "rebuilt"):
-        say(f"lab instance {cfg.index}: bringing up its bare hosts")
-        say(cluster.up(cfg, hosts_only=True, progress=say))
-    return phase
-
-
-class PreflightStage:
-    """Stage 00 for one :class:`~cni_runbook.state.StageContext` (see module docstring)."""
+class PreflightStage(Stage):
+    """Stage 00 (see module docstring). ``lab_cfg``: the lab instance, when not the default one."""
 
     def __init__(self, ctx: Any, lab_cfg: Any = None) -> None:
-        self.ctx = ctx
-        self.setup_error: str | None = None
-        try:
-            self.plan_data: PreflightPlan | None = plan_preflight(ctx.params, lab_cfg)
-        except ValueError as exc:  # HostsError, PreflightSetupError: say it in the result
-            self.plan_data, self.setup_error = None, str(exc)
+        super().__init__(ctx)
+        self.lab_cfg = lab_cfg
+        self.plan_data: PreflightPlan | None = None
         self.run_data: PreflightRun | None = None
         self.lab_phase: str | None = None
 
     # -- plan ----------------------------------------------------------------------------------
-    @property
-    def hosts(self) -> StageHosts:
-        if self.plan_data is None:
-            raise PreflightSetupError(self.setup_error or "no plan")
-        return self.plan_data.hosts
-
-    def plan(self) -> list[dict[str, str]]:
-        """Write inventory.yml and plan.yaml; return the actions."""
-        if self.plan_data is None:
-            actions = [{"step": "stop", "target": "params", "detail": self.setup_error or ""}]
-            self.ctx.record_plan(actions)
-            return actions
-        p = self.plan_data
+    def plan(self, ctx: Any) -> Plan:
+        """The hosts, the preflight inventory (``inventory.yml``) and the checks per host."""
+        p = self.plan_data = plan_preflight(ctx.params, self.lab_cfg)  # ValueError -> a blocking finding
+        artifacts = []
         if p.hosts.hosts:
-            self.ctx.write_artifact("inventory.yml", p.hosts.inventory())
-        self.ctx.record_plan(p.actions)
-        return p.actions
+            ctx.write_artifact("inventory.yml", p.hosts.inventory())
+            artifacts.append("inventory.yml")
+        views = [View(f"{ctx.stage.id}: {len(p.actions)} planned actions", p.actions, section="plan")]
+        views += [View("note", note, "text", "hosts") for note in p.hosts.notes]
+        views.append(View(f"inventory hosts ({p.hosts.source})", p.hosts.table(), section="hosts"))
+        return Plan(actions=p.actions, views=views, artifacts=artifacts,
+                    summary=f"preflight planned ({p.profile}) for {len(p.hosts.hosts)} hosts from {p.hosts.source}; "
+                            f"nothing was touched")
 
-    def hosts_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.hosts.table())
+    def planned(self, ctx: Any, plan: Plan) -> Outcome:
+        return Outcome(Status.PLANNED, plan.summary, data=self.data(), views=[
+            View("node x check matrix", [], section="matrix"),
+            View("failures, waivers and warnings", [], section="problems")])
 
-    # -- run -----------------------------------------------------------------------------------
-    def run(self, progress: Any = None, say: Say = print, timeout: int | None = None) -> PreflightRun | None:
-        """Gather and evaluate (nothing in plan mode, or when the params cannot be used)."""
-        if self.ctx.plan or self.plan_data is None or not self.plan_data.hosts.hosts:
-            return None
+    # -- apply ---------------------------------------------------------------------------------
+    def apply(self, ctx: Any, plan: Plan) -> Outcome:
         p = self.plan_data
+        assert p is not None
+        if not p.hosts.hosts:
+            return Outcome(Status.SKIPPED, "no hosts to preflight: cluster.nodes is empty (an existing cluster's "
+                                           "nodes are not checked)", data=self.data())
+        with live_ansible("preflight") as live:
+            self.gather(progress=live.progress)
+        return self.outcome()
+
+    def gather(self, progress: Any = None, say: Say = print, timeout: int | None = None) -> PreflightRun:
+        """Bring the lab's bare hosts up (provisioner lab), gather facts on every host, evaluate."""
+        p = self.plan_data
+        assert p is not None
         if p.hosts.lab is not None:
-            self.lab_phase = _lab_hosts_up(p.hosts.lab, self.ctx.params.provisioner.lab_running, say)
+            from cni_runbook.provision import lab
+
+            self.lab_phase = lab.hosts_up(p.hosts.lab, self.ctx.params.provisioner.lab_running, say)
         budget = self.ctx.params.run.timeouts.for_stage(self.ctx.stage.id)
         timeout = timeout or max(60, min(PREFLIGHT_TIMEOUT_S, budget - 30))
         say(f"preflight ({p.profile}) on {len(p.hosts.hosts)} hosts from {p.hosts.source}, timeout {timeout}s")
@@ -170,18 +155,8 @@ class PreflightStage:
     def report(self) -> PreflightReport | None:
         return self.run_data.report if self.run_data else None
 
-    def matrix_view(self) -> Any:
-        """The node x check matrix coloured by status (checks down, nodes across), or None."""
-        from cni_runbook import display
-
-        if self.report is None:
-            return None
-        return display.status_matrix(self.report.matrix(), STATUS_COLORS, caption=self.report.summary())
-
     def heatmap(self) -> Any:
         """The node x check heatmap (matplotlib Figure), also saved as heatmap.png in the artifacts."""
-        from cni_runbook import display
-
         if self.report is None or self.report.matrix().empty:
             return None
         return display.status_heatmap(self.report.matrix(), STATUS_COLORS,
@@ -197,27 +172,20 @@ class PreflightStage:
         frame = frame[frame["status"] != PASS].copy()
         return frame.sort_values("status", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
 
-    # -- result --------------------------------------------------------------------------------
-    @property
-    def status(self) -> str:
-        if self.setup_error:
-            return "failed"
-        if self.ctx.plan:
-            return "planned"
-        if self.plan_data is not None and not self.plan_data.hosts.hosts:
-            return "skipped"
-        return "passed" if self.report is not None and self.report.ok else "failed"
+    # -- outcome -------------------------------------------------------------------------------
+    def outcome(self) -> Outcome:
+        """The outcome of a gathered preflight: status, summary, one check per node and check, views."""
+        views = []
+        if self.report is not None:
+            views.append(View(self.report.summary(), display.status_matrix(self.report.matrix(), STATUS_COLORS,
+                                                                           caption=self.report.summary()),
+                              "object", "matrix"))
+            views.append(View("heatmap", self.heatmap(), "object", "matrix"))
+            views.append(View("failures, waivers and warnings", self.problems(), section="problems"))
+        ok = self.report is not None and self.report.ok
+        return Outcome(Status.PASSED if ok else Status.FAILED, self.summary(), self.checks(), self.data(), views)
 
     def summary(self) -> str:
-        if self.setup_error:
-            return self.setup_error
-        p = self.plan_data
-        assert p is not None
-        if self.ctx.plan:
-            return (f"preflight planned ({p.profile}) for {len(p.hosts.hosts)} hosts from {p.hosts.source}; "
-                    f"nothing was touched")
-        if not p.hosts.hosts:
-            return "no hosts to preflight: cluster.nodes is empty (an existing cluster's nodes are not checked)"
         if self.run_data is None:
             return "the preflight did not run"
         report, ansible = self.run_data.report, self.run_data.ansible
@@ -230,24 +198,24 @@ class PreflightStage:
             text += " (waive a check by name in cluster.preflight.waivers to go on)"
         return text
 
-    def checks(self) -> list[dict[str, Any]]:
+    def checks(self) -> list[Check]:
         """One JUnit case per node and check: pass/warn -> passed, fail -> failed, waived -> skipped."""
         if self.report is None:
             return []
-        mapping = {PASS: "passed", WARN: "passed", FAIL: "failed", WAIVED: "skipped"}
+        mapping = {PASS: Status.PASSED, WARN: Status.PASSED, FAIL: Status.FAILED, WAIVED: Status.SKIPPED}
         out = []
         for r in self.report.rows:
             message = f"{r.status}: seen {r.seen}; required {r.required}"
             if r.status == WAIVED:
                 message += f" (waived by cluster.preflight.waivers: {r.waived_by})"
-            out.append({"name": f"{r.node}/{r.check}", "status": mapping[r.status], "message": message})
+            out.append(Check(f"{r.node}/{r.check}", mapping[r.status], message, target=r.node))
         return out
 
     def data(self) -> dict[str, Any]:
         """The audit record's data: profile, waivers asked for and the rows they waived."""
-        if self.plan_data is None:
-            return {"error": self.setup_error}
         p = self.plan_data
+        if p is None:
+            return {}
         out: dict[str, Any] = {"profile": p.profile, "hosts": p.hosts.names, "host_source": p.hosts.source,
                                "waivers": p.waivers}
         if p.hosts.notes:

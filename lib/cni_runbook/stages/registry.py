@@ -1,4 +1,4 @@
-"""The registry of runbook stages: ids, notebooks, titles, the params sections each reads.
+"""The registry of runbook stages: ids, notebooks, titles, the params sections each reads, the class.
 
 Pure data and name resolution; nothing here imports the rest of the package, so the params
 schema can validate stage names against it.
@@ -9,16 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[3] / "notebooks"
 
 
 @dataclass(frozen=True)
-class Stage:
+class StageSpec:
     """One stage of the runbook, executed from ``notebooks/<id>.ipynb``."""
 
     id: str  # e.g. "02_cni_install"
     title: str
     sections: tuple[str, ...]  # top-level params sections the stage reads
+    impl: str = ""  # "module:Class" of its :class:`cni_runbook.stages.base.Stage` subclass
 
     @property
     def number(self) -> str:
@@ -38,19 +39,19 @@ class Stage:
         return f"{self.number}-{self.name}.ipynb"
 
 
-STAGES: tuple[Stage, ...] = (
-    Stage("00_preflight", "Preflight: can every node be reached and does it qualify?",
-          ("provisioner", "cluster", "kubespray")),
-    Stage("01_cluster_no_cni", "Cluster without a CNI (Kubespray, network plugin none)",
-          ("provisioner", "cluster", "kubespray")),
-    Stage("02_cni_install", "CNI install", ("provisioner", "kubespray", "cni")),
-    Stage("03_validation", "Network validation", ("provisioner", "validation")),
-    Stage("04_policy_qos", "NetworkPolicy and QoS", ("provisioner", "policy", "qos")),
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("00_preflight", "Preflight: can every node be reached and does it qualify?",
+              ("provisioner", "cluster", "kubespray"), "cni_runbook.stages.preflight:PreflightStage"),
+    StageSpec("01_cluster_no_cni", "Cluster without a CNI (Kubespray, network plugin none)",
+              ("provisioner", "cluster", "kubespray"), "cni_runbook.stages.cluster:ClusterStage"),
+    StageSpec("02_cni_install", "CNI install", ("provisioner", "kubespray", "cni")),
+    StageSpec("03_validation", "Network validation", ("provisioner", "validation")),
+    StageSpec("04_policy_qos", "NetworkPolicy and QoS", ("provisioner", "policy", "qos")),
 )
 STAGE_IDS: tuple[str, ...] = tuple(s.id for s in STAGES)
 
 
-def get(ref: str) -> Stage:
+def get(ref: str) -> StageSpec:
     """Find a stage by id (``02_cni_install``), number (``02``, ``2``) or name (``cni_install``)."""
     for stage in STAGES:
         if ref in (stage.id, stage.number, stage.name) or (ref.isdigit() and int(ref) == int(stage.number)):
@@ -58,7 +59,7 @@ def get(ref: str) -> Stage:
     raise KeyError(ref)
 
 
-def select(refs: list[str] | tuple[str, ...]) -> list[Stage]:
+def select(refs: list[str] | tuple[str, ...]) -> list[StageSpec]:
     """Resolve stage references (``all`` = every stage) to stages in runbook order."""
     if not refs or "all" in refs:
         return list(STAGES)
