@@ -160,6 +160,7 @@ class Pod:
     labels: Mapping[str, str] = field(default_factory=dict)
     ips: tuple[IPAddress, ...] = ()
     ports: tuple[ContainerPort, ...] = ()
+    service_account: str = "default"
 
     @property
     def key(self) -> str:
@@ -193,6 +194,7 @@ class Pod:
             labels=dict(_labels(meta.get("labels"))),
             ips=tuple(ips),
             ports=ports,
+            service_account=str(spec.get("serviceAccountName") or "default"),
         )
 
     def named_port(self, name: str, protocol: str) -> int | None:
