@@ -52,13 +52,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _finish(result) -> int:
-    from . import report, runner
-
-    print(f"run {result.run_id}: {result.status.upper()} -> {result.run_dir}")
-    print(f"  report: {result.run_dir / report.REPORT}")
+    """The runner's recap (console and run.log) names stages, verdict, report and junit paths;
+    stdout gets the run folder, for scripts."""
+    print(result.run_dir)
     if result.failed:
-        print(runner.failure_message(result.run_dir, result.failed), file=sys.stderr)
-        print(f"  fix the cause, then: cni-runbook resume {result.run_id}", file=sys.stderr)
+        print(f"fix the cause, then: cni-runbook resume {result.run_id}", file=sys.stderr)
         return 1
     return 0
 

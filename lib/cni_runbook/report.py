@@ -1,74 +1,245 @@
-"""report.html: one page per run, summary first, then every executed stage with code hidden."""
+"""report.html: one page per run for people (a change board reads it, not the operator).
+
+It opens with a header (site, cluster, Kubernetes version, CNI and version, route, operator and
+a verdict per area: preflight, install, connectivity, performance, policy, QoS), a table of
+contents, the run's params once, then every executed stage with its code hidden. The per-stage
+params tables (display role ``params``) are left out: the params section shows them once. A
+failed stage opens with a short error box naming the cell as the console does (``In [n]``);
+tracebacks stay in the executed notebook.
+"""
 
 from __future__ import annotations
 
+import html
+import json
 from pathlib import Path
 from typing import Any
 
 import nbformat
 from nbconvert import HTMLExporter
 
-from . import audit
+from . import audit, display, history
 
 REPORT = "report.html"
-_HIDDEN_TAGS = {"parameters", "injected-parameters"}
+_HIDDEN_TAGS = {"parameters", "injected-parameters", "papermill-error-cell-tag"}
+AREAS = ("preflight", "install", "connectivity", "performance", "policy", "QoS")
+
+_BADGE = {"passed": "#1e7e34", "failed": "#bd2130", "planned": "#1f5f9e", "skipped": "#6c757d",
+          "not run": "#6c757d", "not measured": "#6c757d", "running": "#b8860b"}
+
+_CSS = """<style>
+.cnr-header table { border-collapse: collapse; margin: 0.5em 0; }
+.cnr-header td, .cnr-header th { padding: 2px 10px; text-align: left; border: none; vertical-align: top; }
+.cnr-badge { color: white; border-radius: 3px; padding: 1px 7px; font-weight: bold; white-space: nowrap; }
+.cnr-error { border: 2px solid #bd2130; background: #fbe9eb; padding: 8px 12px; margin: 8px 0; border-radius: 4px; }
+.cnr-error code { white-space: pre-wrap; }
+.cnr-toc li { margin: 1px 0; }
+.cnr-caption { margin: 0.8em 0 0.2em 0; white-space: normal; }
+.cnr-table table { margin-left: 0; }
+.cnr-table th, .cnr-header th, .jp-RenderedHTMLCommon thead th { text-align: left !important; }
+details.cnr-params summary { cursor: pointer; font-weight: bold; }
+</style>"""
 
 
-def _md_escape(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
 
 
-def summary_markdown(record: dict[str, Any]) -> str:
-    """The summary block: who, when, what, and a table of stage executions."""
+def _badge(status: str) -> str:
+    return f'<span class="cnr-badge" style="background:{_BADGE.get(status, "#6c757d")}">{_e(status.upper())}</span>'
+
+
+def _anchor(stage: dict[str, Any]) -> str:
+    return f"stage-{stage['stage']}-{stage['attempt']}"
+
+
+def _result(run_dir: Path, stage: dict[str, Any]) -> dict[str, Any]:
+    if not stage.get("artifacts"):
+        return {}
+    try:
+        return json.loads((run_dir / stage["artifacts"] / "result.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _fold(statuses: list[str]) -> str | None:
+    """One verdict from several: failed > running > planned > passed > skipped."""
+    for status in ("failed", "running", "planned", "passed", "skipped"):
+        if status in statuses:
+            return status
+    return None
+
+
+def area_verdicts(run_dir: Path, record: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Area -> (verdict, why): from the last attempt of each stage and its checks."""
+    latest: dict[str, dict[str, Any]] = {}
+    for s in record["stages"]:
+        latest[s["stage"]] = s
+    params = record.get("params") or {}
+
+    def stage(stage_id: str) -> tuple[str, str]:
+        s = latest.get(stage_id)
+        if s is None:
+            return ("not run" if stage_id in record["selected"] else "not run"), ""
+        return s["status"], s["summary"]
+
+    def checks(stage_id: str, pick) -> tuple[str, str] | None:
+        s = latest.get(stage_id)
+        if s is None:
+            return None
+        found = [c for c in (_result(run_dir, s).get("checks") or []) if pick(str(c.get("name", "")))]
+        if not found:
+            return None
+        statuses = [c.get("status", "") for c in found]
+        failed = [c["name"] for c in found if c.get("status") == "failed"]
+        why = (f"{len(failed)} of {len(found)} failed: {', '.join(failed[:4])}" if failed
+               else f"{sum(x == 'passed' for x in statuses)} of {len(found)} passed")
+        return _fold(statuses) or "passed", why
+
+    out: dict[str, tuple[str, str]] = {"preflight": stage("00_preflight")}
+    install = [stage(x) for x in ("01_cluster_no_cni", "02_cni_install") if x in latest]
+    out["install"] = ((_fold([v for v, _ in install]) or "not run"),
+                      "; ".join(w for _, w in install)) if install else ("not run", "")
+    for area, stage_id, pick in (("connectivity", "03_validation", lambda n: not n.startswith("perf/")),
+                                 ("performance", "03_validation", lambda n: n.startswith("perf/")),
+                                 ("policy", "04_policy_qos", lambda n: n.startswith("policy")),
+                                 ("QoS", "04_policy_qos", lambda n: n.startswith(("qos", "antrea")))):
+        found = checks(stage_id, pick)
+        if found is not None:
+            out[area] = found
+        elif stage_id in latest and latest[stage_id]["status"] in ("planned", "failed"):
+            out[area] = stage(stage_id) if latest[stage_id]["status"] == "planned" else ("failed", stage(stage_id)[1])
+        elif area == "performance" and not (params.get("validation") or {}).get("perf"):
+            out[area] = ("not measured", "validation.perf is off")
+        elif area == "QoS" and not (params.get("qos") or {}).get("enabled"):
+            out[area] = ("not measured", "qos.enabled is false")
+        else:
+            out[area] = stage(stage_id) if stage_id in latest else ("not run", "")
+    return out
+
+
+def header_html(run_dir: Path, record: dict[str, Any]) -> str:
+    """Who ran what on which cluster, the verdict per area, the stages, the table of contents."""
+    facts = {k: record.get(k) or v for k, v in history.run_facts(run_dir, record).items()}
+    cni, cluster = facts["cni"], facts["cluster"]
     project = record.get("project", {})
     commit = (project.get("git_commit") or "unknown")[:12] + (" (dirty)" if project.get("git_dirty") else "")
-    lines = [
-        f"# Run {record['run_id']}: {record['status'].upper()}",
-        "",
-        f"- site **{record['site']}**, {'plan mode (nothing was touched)' if record['plan'] else 'apply mode'}",
-        f"- operator {record['operator']}; started {record['started']}, finished {record.get('finished') or '-'}",
-        f"- cni-runbook {project.get('version')} at commit {commit}; kernel {record.get('kernel')}",
-        "- params files: " + ", ".join(f"`{f['path']}` (sha256 {f['sha256'][:12]})" for f in record["params_files"]),
+    mode = "plan (nothing was touched)" if record["plan"] else "apply"
+    rows = [
+        ("site", record["site"]),
+        ("cluster", " ".join(x for x in (cluster.get("name"), f"({cluster['server']})" if cluster.get("server") else "")
+                             if x) or "-"),
+        ("Kubernetes", cluster.get("kubernetes") or "-"),
+        ("CNI", history.cni_label(record | facts) + (f" (profile {cni['profile']})" if cni.get("profile")
+                                                     and cni.get("profile") != cni.get("name") else "")),
+        ("route", cni.get("route") or "-"),
+        ("operator", record["operator"]),
+        ("mode", mode),
+        ("started / finished", f"{record['started']} / {record.get('finished') or '-'}"),
+        ("cni-runbook", f"{project.get('version')} at commit {commit}; kernel {record.get('kernel')}"),
     ]
-    if record.get("set_values"):
-        lines.append("- overrides: " + ", ".join(f"`{s}`" for s in record["set_values"]))
-    lines += ["", "| stage | attempt | status | duration (s) | summary |", "|---|---|---|---|---|"]
+    facts_html = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    verdicts = area_verdicts(run_dir, record)
+    area_html = "".join(f"<tr><th>{_e(a)}</th><td>{_badge(v)}</td><td>{_e(w)}</td></tr>"
+                        for a, (v, w) in verdicts.items())
+    stage_rows = []
+    ran = set()
     for s in record["stages"]:
-        lines.append(f"| {s['stage']} | {s['attempt']} | **{s['status']}** | {s['duration_s']:.1f} | {_md_escape(s['summary'])} |")
-    ran = {s["stage"] for s in record["stages"]}
+        ran.add(s["stage"])
+        stage_rows.append(f'<tr><td><a href="#{_anchor(s)}">{_e(s["stage"])}</a></td><td>{s["attempt"]}</td>'
+                          f'<td>{_badge(s["status"])}</td><td style="text-align:right">{s["duration_s"]:.1f} s</td>'
+                          f'<td>{_e(s["summary"])}</td></tr>')
     for stage_id in record["selected"]:
         if stage_id not in ran:
-            lines.append(f"| {stage_id} | - | not run | - | |")
-    failed = [s for s in record["stages"] if s["status"] == "failed"]
-    if failed and failed[-1].get("error"):
-        err = failed[-1]["error"]
-        lines += ["", f"**Failure**: {failed[-1]['stage']} cell {err.get('cell_index')}: "
-                      f"`{_md_escape(err.get('ename'))}: {_md_escape(err.get('evalue'))}`"]
-    return "\n".join(lines)
+            stage_rows.append(f"<tr><td>{_e(stage_id)}</td><td>-</td><td>{_badge('not run')}</td><td></td><td></td></tr>")
+    toc = ['<li><a href="#cnr-params">Parameters</a></li>']
+    toc += [f'<li><a href="#{_anchor(s)}">{_e(s["stage"])}' + (f' (attempt {s["attempt"]})' if s["attempt"] > 1 else "")
+            + f"</a>: {_e(s['status'])}</li>" for s in record["stages"]]
+    return (f'{_CSS}<div class="cnr-header">'
+            f'<h1 id="cnr-top">Run {_e(record["run_id"])}: {_badge(record["status"])}</h1>'
+            f"<table>{facts_html}</table>"
+            f"<h3>Verdict per area</h3><table>{area_html}</table>"
+            f"<h3>Stages</h3><table><tr><th>stage</th><th>attempt</th><th>status</th><th>duration</th>"
+            f"<th>summary</th></tr>{''.join(stage_rows)}</table>"
+            f'<h3>Contents</h3><ul class="cnr-toc">{"".join(toc)}</ul></div>')
+
+
+def params_html(record: dict[str, Any]) -> str:
+    """The run's params once: files with their sha256, overrides, then every key (collapsed)."""
+    files = "".join(f"<li><code>{_e(f['path'])}</code> sha256 {_e(f['sha256'][:12])}</li>" for f in record["params_files"])
+    sets = ("<p>overrides: " + ", ".join(f"<code>{_e(s)}</code>" for s in record["set_values"]) + "</p>"
+            if record.get("set_values") else "")
+    frame = display.params_frame(record.get("params") or {})
+    table = display._frame_html(frame, None)
+    return (f'<h2 id="cnr-params">Parameters</h2><p>Layered in this order (defaults first); validated before '
+            f"anything ran. Every stage read its sections of these.</p><ul>{files}</ul>{sets}"
+            f'<details class="cnr-params"><summary>all {len(frame)} keys</summary>{table}</details>')
+
+
+def error_html(stage: dict[str, Any]) -> str:
+    """A short error box: the cell as the console names it (In [n]) and the error, no traceback."""
+    err = stage.get("error") or {}
+    where = "the stage"
+    if err.get("exec_count") is not None:
+        where = f"cell In [{err['exec_count']}]"
+    cell = f" <code>{_e(err['cell'])}</code>" if err.get("cell") else ""
+    message = f"{err.get('ename')}: {err.get('evalue')}" if err.get("ename") else stage["summary"]
+    lines = str(message).strip().splitlines() or [""]
+    short = "\n".join(lines[:6]) + ("\n..." if len(lines) > 6 else "")
+    return (f'<div class="cnr-error"><b>Failed in {_e(where)}</b>{cell}<br><code>{_e(short)}</code>'
+            f"<br><small>the full traceback is in <code>{_e(stage['notebook'])}</code></small></div>")
+
+
+def _is_params_output(cell) -> bool:
+    outputs = cell.get("outputs") or []
+    return bool(outputs) and all(
+        (o.get("metadata") or {}).get(display.ROLE_KEY, {}).get("role") == display.PARAMS_ROLE
+        for o in outputs if o.get("output_type") in ("display_data", "execute_result"))
+
+
+def _stage_cells(path: Path) -> list:
+    """The executed stage's cells for the report: no parameters, no per-stage params table (and
+    its heading), no error markers and no tracebacks (the error box says where and what)."""
+    cells = [c for c in nbformat.read(path, as_version=4).cells
+             if not _HIDDEN_TAGS & set(c.get("metadata", {}).get("tags", []))]
+    out: list = []
+    for cell in cells:
+        if cell.cell_type == "code":
+            if _is_params_output(cell):
+                if out and out[-1].cell_type == "markdown":
+                    out.pop()  # the "Validated parameters" heading of the table left out
+                continue
+            cell.outputs = [o for o in cell.get("outputs", []) if o.get("output_type") != "error"]
+        out.append(cell)
+    return out
 
 
 def build_notebook(run_dir: Path) -> nbformat.NotebookNode:
-    """A single notebook: the summary, then each executed stage's cells (parameters dropped)."""
+    """A single notebook: the header, the params, then each executed stage's cells."""
     record = audit.load_record(run_dir)
     nb = nbformat.v4.new_notebook()
-    nb.cells.append(nbformat.v4.new_markdown_cell(summary_markdown(record)))
+    nb.cells.append(nbformat.v4.new_markdown_cell(header_html(run_dir, record)))
+    nb.cells.append(nbformat.v4.new_markdown_cell(params_html(record)))
     for s in record["stages"]:
         path = run_dir / s["notebook"]
-        nb.cells.append(nbformat.v4.new_markdown_cell(
-            f"---\n# {s['stage']} (attempt {s['attempt']}): {s['status'].upper()}\n\n`{s['notebook']}` - {_md_escape(s['summary'])}"))
-        if not path.exists():
-            continue
-        for cell in nbformat.read(path, as_version=4).cells:
-            if _HIDDEN_TAGS & set(cell.get("metadata", {}).get("tags", [])):
-                continue
-            nb.cells.append(cell)
+        head = (f'<hr><h1 id="{_anchor(s)}">{_e(s["stage"])} (attempt {s["attempt"]}): {_badge(s["status"])}</h1>'
+                f"<p><code>{_e(s['notebook'])}</code>, {s['duration_s']:.1f} s: {_e(s['summary'])} "
+                f'<a href="#cnr-top">(top)</a></p>')
+        if s["status"] == "failed":
+            head += error_html(s)
+        nb.cells.append(nbformat.v4.new_markdown_cell(head))
+        if path.exists():
+            nb.cells.extend(_stage_cells(path))
     return nb
 
 
 def build(run_dir: Path, out: Path | None = None) -> Path:
     """Render the run's report to HTML (default ``<run_dir>/report.html``)."""
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(build_notebook(run_dir))
+    record = audit.load_record(run_dir)
+    exporter.template_name = "lab"
+    body, _ = exporter.from_notebook_node(build_notebook(run_dir),
+                                          resources={"metadata": {"name": f"cni-runbook {record['run_id']}"}})
     out = out or run_dir / REPORT
     out.write_text(body)
     return out

@@ -15,13 +15,14 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nbformat
 
-from . import audit, report, stages
+from . import audit, history, report, stages
 from .audit import RunbookError
 from .params import LoadedParams, load_params
 from .redact import Redactor
@@ -83,11 +84,33 @@ class _Scrub(logging.Filter):
         return True
 
 
+_PAPERMILL_CHATTER = ("Executing Cell", "Ending Cell", "Input Notebook:", "Output Notebook:", "Working directory:",
+                      "Executing notebook with kernel:")
+
+
 class _Quiet(logging.Filter):
-    """Keep papermill's per-cell start/end markers out of the console (run.log keeps them)."""
+    """Keep papermill's own chatter (cell markers, notebook paths, kernel name) and empty outputs
+    out of the console; run.log keeps everything."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(("Executing Cell", "Ending Cell"))
+        message = record.getMessage()
+        if record.name.startswith("papermill"):
+            return bool(message.strip()) and not message.startswith(_PAPERMILL_CHATTER)
+        return True
+
+
+class _ConsoleFormat(logging.Formatter):
+    """The console: ``HH:MM:SS message`` for the runner, notebook output indented under its stage
+    (no logger names, no levels except WARNING/ERROR)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = self.formatTime(record, "%H:%M:%S")
+        lines = record.getMessage().rstrip("\n").splitlines() or [""]
+        if record.name.startswith("papermill"):
+            return "\n".join(f"         {line}".rstrip() for line in lines)
+        level = "" if record.levelno < logging.WARNING else f"{record.levelname}: "
+        pad = " " * (len(stamp) + 1)
+        return "\n".join([f"{stamp} {level}{lines[0]}"] + [f"{pad}{line}".rstrip() for line in lines[1:]])
 
 
 class _Logging:
@@ -95,28 +118,47 @@ class _Logging:
 
     def __init__(self, run_dir: Path, redactor: Redactor) -> None:
         self.scrub = _Scrub(redactor)
-        fmt = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
         self.handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "run.log"),
                                                 logging.StreamHandler(sys.stderr)]
+        self.handlers[0].setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        self.handlers[1].setFormatter(_ConsoleFormat())
         for handler in self.handlers:
-            handler.setFormatter(fmt)
             handler.addFilter(self.scrub)
         self.handlers[1].addFilter(_Quiet())
         self.loggers = [logging.getLogger("papermill"), log]
+        self._warnings = warnings.catch_warnings()
 
     def __enter__(self) -> _Logging:
         for logger in self.loggers:
             logger.setLevel(logging.INFO)
+            logger.propagate = False
             for handler in self.handlers:
                 logger.addHandler(handler)
+        self._warnings.__enter__()
+        # nbformat warns on reading a notebook whose cells have no ids; the executed copy gets them
+        warnings.filterwarnings("ignore", message="Cell is missing an id field")
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._warnings.__exit__(*exc)
         for logger in self.loggers:
+            logger.propagate = True
             for handler in self.handlers:
                 logger.removeHandler(handler)
         for handler in self.handlers:
             handler.close()
+
+
+def _kernel_manager_class():
+    """Kernels on Unix domain sockets (ipc): no TCP port, so no "Kernel is running over TCP
+    without encryption" warning in every stage's log, and no port another process can reach."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    return IPCKernelManager
 
 
 def _cell_head(notebook: Path, index: int | None) -> str | None:
@@ -156,7 +198,7 @@ def execute_stage(stage: stages.StageSpec, run_dir: Path, loaded: LoadedParams, 
         papermill.execute_notebook(
             str(notebooks_dir / stage.notebook), str(staged), parameters=parameters, kernel_name=kernel,
             cwd=str(notebooks_dir), log_output=True, progress_bar=sys.stderr.isatty(),
-            execution_timeout=timeout, interrupt_on_timeout=True)
+            execution_timeout=timeout, interrupt_on_timeout=True, kernel_manager_class=_kernel_manager_class())
     except PapermillExecutionError as exc:
         error = {"cell_index": exc.cell_index, "exec_count": exc.exec_count, "ename": exc.ename, "evalue": exc.evalue}
         if exc.ename == "KeyboardInterrupt":
@@ -202,6 +244,63 @@ def failure_message(run_dir: Path, outcome: StageOutcome) -> str:
             f"  executed notebook: {run_dir / outcome.notebook}")
 
 
+_MARKS = {"passed": "\u2705", "planned": "\U0001f4dd", "skipped": "\u23ed\ufe0f ", "failed": "\u274c"}
+
+
+def params_lines(record: dict[str, Any]) -> list[str]:
+    """The run's params in a few lines (once per run; every stage's notebook has its own table)."""
+    p = record.get("params") or {}
+    cni, prov, cluster = p.get("cni") or {}, p.get("provisioner") or {}, p.get("cluster") or {}
+    nodes = cluster.get("nodes") or []
+    files = ", ".join(f"{f['path']} (sha256 {f['sha256'][:12]})" for f in record.get("params_files", []))
+    lines = [f"params: {files}"]
+    if record.get("set_values"):
+        lines.append("overrides: " + ", ".join(record["set_values"]))
+    cni_text = f"{cni.get('profile')}" + (f" {cni['version']}" if cni.get("version") else "") + \
+        f", route {cni.get('route')}" + (", server-side dry-run" if cni.get("server_dry_run") else "")
+    lines.append(f"site {record['site']}, provisioner {prov.get('kind')}, {len(nodes)} nodes "
+                 f"({', '.join(n.get('name', '?') for n in nodes)}), CNI {cni_text}, "
+                 f"perf {'on' if (p.get('validation') or {}).get('perf') else 'off'}, "
+                 f"qos {'on' if (p.get('qos') or {}).get('enabled') else 'off'}")
+    return lines
+
+
+def recap_lines(run_dir: Path, record: dict[str, Any]) -> list[str]:
+    """The end of the console log: one line per stage, one verdict line, where the records are."""
+    latest: dict[str, dict[str, Any]] = {}
+    for s in record["stages"]:
+        latest[s["stage"]] = s
+    width = max([len(s) for s in record["selected"]] + [8])
+    lines = [f"Recap of run {record['run_id']} ({'plan' if record['plan'] else 'apply'}, site {record['site']}, "
+             f"CNI {history.cni_label(record)}):"]
+    for stage_id in record["selected"]:
+        s = latest.get(stage_id)
+        if s is None:
+            lines.append(f"  \u2796 {stage_id:<{width}}  not run")
+            continue
+        attempt = f" (attempt {s['attempt']})" if s["attempt"] > 1 else ""
+        summary = s["summary"] if len(s["summary"]) <= 110 else s["summary"][:107] + "..."
+        lines.append(f"  {_MARKS.get(s['status'], '?')} {stage_id:<{width}}  {s['status']:<7} "
+                     f"{s['duration_s']:6.1f} s{attempt}  {summary}")
+    total = sum(s["duration_s"] for s in record["stages"])
+    counts = {k: sum(latest.get(x, {}).get("status") == k for x in record["selected"]) for k in _MARKS}
+    n = len(record["selected"])
+    failed = [s for s in record["stages"] if s["status"] == "failed"]
+    if record["status"] == "failed":
+        verdict = f"\u274c {counts['failed']} of {n} stages failed ({failed[-1]['stage'] if failed else '?'})"
+        not_run = n - sum(counts.values())
+        verdict += f", {not_run} not run" if not_run else ""
+    elif record["status"] == "planned":
+        verdict = f"\U0001f4dd all {n} stages planned; nothing was touched"
+    else:
+        verdict = f"\u2705 all {n} stages passed" + (f" ({counts['skipped']} skipped)" if counts["skipped"] else "")
+    lines.append(f"{verdict} in {total:.0f} s")
+    if failed and record["status"] == "failed":
+        lines += failure_message(run_dir, StageOutcome(**failed[-1])).splitlines()
+    lines += [f"report: {run_dir / report.REPORT}", f"junit:  {run_dir / 'junit.xml'}"]
+    return lines
+
+
 class Run:
     """One run folder and its record, executing stages into it."""
 
@@ -237,6 +336,7 @@ class Run:
         with _Logging(self.run_dir, self.redactor()):
             log.info("run %s: %d stage(s) %s, kernel %s", self.record["run_id"], len(todo),
                      "in PLAN mode" if plan else "applying", kernel)
+            log.info("\n".join(params_lines(self.record)))
             for n, stage in enumerate(todo, 1):
                 attempt = next_attempt(self.run_dir, stage.id)
                 log.info("[%d/%d] %s: %s", n, len(todo), stage.id, stage.title)
@@ -244,17 +344,18 @@ class Run:
                                         self.notebooks_dir, self.redactor())
                 outcomes.append(outcome)
                 self.record["stages"].append(asdict(outcome))
+                self.record.update(history.run_facts(self.run_dir, self.record))
                 self.save()
                 log.info("[%d/%d] %s: %s in %.1f s - %s", n, len(todo), stage.id, outcome.status.upper(),
                          outcome.duration_s, outcome.summary)
                 if outcome.status == "failed":
-                    log.error(failure_message(self.run_dir, outcome))
                     break
-        failed = any(o.status == "failed" for o in outcomes)
-        self.record["status"] = "failed" if failed else ("planned" if plan else "passed")
-        self.record["finished"] = audit.now()
-        self._summaries()
-        self.save()
+            failed = any(o.status == "failed" for o in outcomes)
+            self.record["status"] = "failed" if failed else ("planned" if plan else "passed")
+            self.record["finished"] = audit.now()
+            self._summaries()
+            log.info("\n".join(recap_lines(self.run_dir, self.record)))
+            self.save()  # after the recap: run.log is hashed as it ends
         return RunResult(self.record["run_id"], self.run_dir, self.record["status"], outcomes)
 
     def _summaries(self) -> None:

@@ -19,6 +19,6 @@ def test_runs_table(plan_run, run_copy):
 def test_empty_outputs_and_plots(tmp_path, plan_run):
     empty = history.load_runs(tmp_path)
     assert empty.empty and list(empty.columns) == history.COLUMNS
-    assert history.plot_runs(empty).axes[0].texts[0].get_text() == "no archived runs yet"
-    fig = history.plot_runs(history.load_runs(plan_run["outputs"]))
+    assert history.plot_runs(empty).figure.axes[0].texts[0].get_text() == "no archived runs yet"
+    fig = history.plot_runs(history.load_runs(plan_run["outputs"])).figure
     assert len(fig.axes[0].patches) == 1

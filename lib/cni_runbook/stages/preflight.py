@@ -156,7 +156,7 @@ class PreflightStage(Stage):
         return self.run_data.report if self.run_data else None
 
     def heatmap(self) -> Any:
-        """The node x check heatmap (matplotlib Figure), also saved as heatmap.png in the artifacts."""
+        """The node x check heatmap (an embedded PNG; ``.figure`` the Figure), also saved as heatmap.png in the artifacts."""
         if self.report is None or self.report.matrix().empty:
             return None
         return display.status_heatmap(self.report.matrix(), STATUS_COLORS,
