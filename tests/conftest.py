@@ -85,6 +85,37 @@ def files_containing(run_dir: Path, needles: list[str]) -> dict[str, list[str]]:
     return found
 
 
+def report_problems(run_dir: Path) -> list[str]:
+    """What makes a run's report.html unreadable: a stage whose executed notebook has a figure
+    but whose report section embeds no image; a figure's text form, a Styler repr or ``nan``
+    shown as text."""
+    import re
+
+    html = (run_dir / "report.html").read_text()
+    record = json.loads((run_dir / "run.json").read_text())
+    problems = []
+    for bad in ("<Figure size", "Styler object", "pandas.io.formats.style"):
+        if bad in html:
+            problems.append(f"report.html shows {bad!r}")
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)
+    text = re.sub(r"<(script|style)\b.*?</\1>", "", text, flags=re.S)
+    for hit in re.finditer(r"(?i)(?<![\w.])nan(?![\w(])", text):
+        problems.append(f"report.html shows nan as text: ...{text[max(0, hit.start() - 60):hit.end() + 20]!r}...")
+    stages = record["stages"]
+    for i, s in enumerate(stages):
+        nb = nbformat.read(run_dir / s["notebook"], as_version=4)
+        figures = sum("image/png" in (o.get("data") or {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+        start = html.find(f'id="stage-{s["stage"]}-{s["attempt"]}"')
+        end = html.find(f'id="stage-{stages[i + 1]["stage"]}-{stages[i + 1]["attempt"]}"') if i + 1 < len(stages) else len(html)
+        if start < 0:
+            problems.append(f"{s['stage']}: no section in report.html")
+            continue
+        images = len(re.findall(r'<img [^>]*src="data:image/png;base64,', html[start:end]))
+        if figures and images < figures:
+            problems.append(f"{s['stage']}: {figures} figure(s) in the notebook, {images} image(s) in the report")
+    return problems
+
+
 @pytest.fixture
 def outputs(tmp_path, monkeypatch) -> Path:
     out = tmp_path / "outputs"
@@ -126,5 +157,6 @@ def kit():
 
     return types.SimpleNamespace(
         write_secrets=write_secrets, stage_notebook=stage_notebook, files_containing=files_containing,
+        report_problems=report_problems,
         CANARIES=CANARIES, CANARY_BECOME=CANARY_BECOME, CANARY_CLIENT_KEY=CANARY_CLIENT_KEY,
         CANARY_ENV=CANARY_ENV, CANARY_TOKEN=CANARY_TOKEN, ROOT=ROOT)

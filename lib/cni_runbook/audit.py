@@ -60,12 +60,29 @@ def create_run_dir(site: str, root: Path | None = None) -> Path:
 
 
 def find_run(run_id: str, root: Path | None = None) -> Path:
-    """The folder of a run id (or a path to a run folder)."""
+    """The folder of a run: its id, a unique prefix of one, ``latest`` (the newest run) or a
+    path to a run folder. An unknown id gets a "did you mean" naming the closest ids."""
+    import difflib
+
     root = root or outputs_root()
     for path in (Path(run_id), root / run_id):
         if (path / RECORD).is_file():
             return path
-    raise RunbookError(f"no run {run_id!r} in {root}")
+    ids = sorted(p.parent.name for p in root.glob(f"*/{RECORD}")) if root.is_dir() else []
+    if run_id == "latest":
+        if ids:
+            return root / ids[-1]
+        raise RunbookError(f"no runs in {root}")
+    matches = [i for i in ids if i.startswith(run_id)]
+    if len(matches) == 1:
+        return root / matches[0]
+    if len(matches) > 1:
+        raise RunbookError(f"run id prefix {run_id!r} is ambiguous in {root}: {', '.join(matches[:5])}"
+                           + (f" and {len(matches) - 5} more" if len(matches) > 5 else ""))
+    close = difflib.get_close_matches(run_id, ids, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else (
+        "; `cni-runbook list` shows the runs" if ids else "")
+    raise RunbookError(f"no run {run_id!r} in {root}{hint}")
 
 
 def operator() -> str:

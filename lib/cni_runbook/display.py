@@ -73,7 +73,7 @@ class Shown:
             data["text/html"] = self.html
         if self.markdown is not None:
             data["text/markdown"] = self.markdown
-        metadata = {ROLE_KEY: {"role": self.role}} if self.role else {}
+        metadata: dict[str, Any] = {ROLE_KEY: {"role": self.role}} if self.role else {}
         return data, metadata
 
     def _repr_mimebundle_(self, include=None, exclude=None):
@@ -279,9 +279,7 @@ _NA_GREY = "#d9d9d9"
 def _share_cmap():
     import matplotlib
 
-    cmap = matplotlib.colormaps["RdYlGn"].copy()
-    cmap.set_bad(_NA_GREY)
-    return cmap
+    return matplotlib.colormaps["RdYlGn"].with_extremes(bad=_NA_GREY)
 
 
 def heatmap(matrix: pd.DataFrame, caption: str | None = None, cmap: str | None = None, path=None) -> Shown:

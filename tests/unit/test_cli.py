@@ -97,3 +97,73 @@ def test_help(argv, capsys):
         cli.main(argv)
     assert info.value.code == 0
     assert "cni-runbook" in capsys.readouterr().out
+
+
+def test_list_and_show_output_formats(plan_run, capsys):
+    import yaml
+
+    out, run_id = str(plan_run["outputs"]), plan_run["run_dir"].name
+    assert cli.main(["--outputs", out, "list"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split()[:6] == ["run_id", "started", "site", "cni", "cni_version", "status"]
+    assert row.split()[0] == run_id and "canary" in row
+    assert cli.main(["--outputs", out, "list", "--no-headers", "--no-verify"]) == 0
+    assert capsys.readouterr().out.split()[0] == run_id
+    assert cli.main(["--outputs", out, "list", "-o", "wide"]) == 0
+    assert "operator" in capsys.readouterr().out.splitlines()[0]
+    assert cli.main(["--outputs", out, "list", "-o", "json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["run_id"] == run_id and listed["verified"] is True and listed["cni"] and "cluster" in listed
+    assert cli.main(["--outputs", out, "list", "-o", "yaml"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)[0]["run_id"] == run_id
+
+    for ref in ("latest", run_id[:18], run_id):
+        assert cli.main(["--outputs", out, "show", ref]) == 0
+        shown = capsys.readouterr().out
+        assert shown.startswith(f"run {run_id}") and "CNI " in shown.splitlines()[1]
+    assert cli.main(["--outputs", out, "show", "latest", "-o", "yaml"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["run_id"] == run_id
+    assert cli.main(["--outputs", out, "show", "latest", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cni"]["route"] == "direct"
+    assert cli.main(["--outputs", out, "show", "latest", "-o", "wide"]) == 0
+    assert "params " in capsys.readouterr().out
+
+
+def test_unknown_run_and_subcommand_get_a_did_you_mean(plan_run, capsys):
+    out, run_id = str(plan_run["outputs"]), plan_run["run_dir"].name
+    assert cli.main(["--outputs", out, "show", run_id[:-1] + "x"]) == 2
+    assert f"did you mean '{run_id}'?" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        cli.main(["lsit"])
+    assert info.value.code == 2 and "did you mean 'list'?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["list", "-o", "json"], ["show", "latest", "-o", "json"], ["list"]])
+def test_a_reader_that_goes_away_ends_quietly(plan_run, argv):
+    """`cni-runbook list | head -1`: no BrokenPipeError traceback, exit 0."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "cni_runbook.cli", "--outputs", str(plan_run["outputs"]), *argv]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first write
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert "BrokenPipeError" not in err and "Traceback" not in err and "Exception ignored" not in err
+    shell = subprocess.run(["bash", "-o", "pipefail", "-c", " ".join(map(str, cmd)) + " | head -1"],
+                           capture_output=True, text=True, timeout=60)
+    assert shell.returncode == 0 and shell.stderr == "" and len(shell.stdout.splitlines()) == 1
+
+
+def test_run_kubeconfig_and_context_are_recorded_overrides(tmp_path, kit, monkeypatch):
+    from cni_runbook import runner
+
+    seen = {}
+    monkeypatch.setattr(runner, "start", lambda files, sets, *a, **k: seen.setdefault("sets", sets) and None)
+    monkeypatch.setattr(cli, "_finish", lambda result: 0)
+    kubeconfig = tmp_path / "kc"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    assert cli.main(["run", "--params", str(kit.ROOT / "params" / "lab.yaml"), "--kubeconfig", str(kubeconfig),
+                     "--context", "admin@prod", "--set", "cni.version=v2.7.0"]) == 0
+    assert seen["sets"] == ["cni.version=v2.7.0", "provisioner.kind=existing", f"provisioner.kubeconfig={kubeconfig}",
+                            "provisioner.context=admin@prod"]
