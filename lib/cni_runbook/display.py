@@ -2,10 +2,9 @@
 
 Every helper returns a :class:`Shown`: a display bundle with a plain-text form (``text/plain``:
 what papermill writes into batch logs) and one rich form (``text/html``, ``text/markdown`` or an
-embedded ``image/png``: what Jupyter, the executed notebook and report.html show). Inside a
-Jupyter kernel a helper also displays its bundle at once, so a call inside an ``if`` block shows
-too, and showing the returned object again (last expression of a cell, ``display(x)``) does not
-repeat it. Outside a kernel (tests, scripts) nothing is displayed: read ``.text``/``.html``.
+embedded ``image/png``: what Jupyter, the executed notebook and report.html show). Show it as a
+cell's last expression or with ``IPython.display.display`` (``stages.show`` does for a stage's
+views); either way Jupyter gets both forms and picks the rich one.
 
 The plain text is short on purpose: tables as aligned text with numbers formatted, matrices only
 where a cell is wrong, the validated params as one line (the report shows them once per run).
@@ -28,15 +27,6 @@ PARAMS_ROLE = "params"
 FIGURE_ROLE = "figure"
 
 
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython is a dependency
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
-
-
 class Shown:
     """A display bundle: ``text`` for batch logs, plus HTML, Markdown or a PNG for people.
 
@@ -47,7 +37,6 @@ class Shown:
     def __init__(self, text: str, html: str | None = None, markdown: str | None = None,
                  png: bytes | None = None, role: str | None = None) -> None:
         self.text, self.html, self.markdown, self.png, self.role = text, html, markdown, png, role
-        self._displayed = False
 
     def __repr__(self) -> str:
         return self.text
@@ -78,25 +67,6 @@ class Shown:
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         return self.bundle()
-
-    def _ipython_display_(self) -> None:
-        if self._displayed:
-            return
-        self._displayed = True
-        from IPython.display import publish_display_data
-
-        data, metadata = self.bundle()
-        publish_display_data(data, metadata=metadata)
-
-    def show(self) -> Shown:
-        """Display now when inside a Jupyter kernel (once); returns self."""
-        if _in_kernel():
-            self._ipython_display_()
-        return self
-
-
-def _emit(shown: Shown) -> Shown:
-    return shown.show()
 
 
 # --------------------------------------------------------------------------- numbers and tables
@@ -217,7 +187,7 @@ def table(rows: list[dict[str, Any]] | pd.DataFrame, caption: str | None = None)
     else:
         body = text_table(df)
         text = f"{caption}\n{body}" if caption else body
-    return _emit(Shown(text, html=html, role=role))
+    return Shown(text, html=html, role=role)
 
 
 def stage_header(ctx) -> Shown:
@@ -232,14 +202,14 @@ def stage_header(ctx) -> Shown:
         lines.append(f"- overrides: {sets}")
     markdown = "\n".join(lines)
     # batch logs: nothing (the runner's "[n/N] stage: title" line says it)
-    return _emit(Shown("", markdown=markdown, role="header"))
+    return Shown("", markdown=markdown, role="header")
 
 
 def result(record: dict[str, Any]) -> Shown:
     """A one-line summary of a stage result."""
     # batch logs: nothing (the runner logs the stage's status, duration and summary)
-    return _emit(Shown("", markdown=f"**{record['stage']}: {record['status'].upper()}** - {record['summary']}",
-                       role="result"))
+    return Shown("", markdown=f"**{record['stage']}: {record['status'].upper()}** - {record['summary']}",
+                 role="result")
 
 
 def progress(iterable: Iterable[Any], desc: str, total: int | None = None):
@@ -264,7 +234,7 @@ def figure(fig, caption: str, path=None, dpi: int = 100, text: str | None = None
         Path(path).write_bytes(png)
     shown = Shown(text if text is not None else f"[figure] {caption}", png=png, role=FIGURE_ROLE)
     shown.figure = fig
-    return _emit(shown)
+    return shown
 
 
 def _new_figure(width: float, height: float):
@@ -293,7 +263,7 @@ def heatmap(matrix: pd.DataFrame, caption: str | None = None, cmap: str | None =
     caption = caption or "matrix"
     values = matrix.apply(pd.to_numeric, errors="coerce").astype(float) if not matrix.empty else matrix
     if values.empty:
-        return _emit(Shown(f"{caption}: (no data)", html=_caption_html(caption) + "<p><i>(no data)</i></p>"))
+        return Shown(f"{caption}: (no data)", html=_caption_html(caption) + "<p><i>(no data)</i></p>")
     arr = values.to_numpy()
     known = arr[~pd.isna(arr)]
     n_na = int(pd.isna(arr).sum())
@@ -349,7 +319,7 @@ def status_matrix(matrix: pd.DataFrame, colours: dict[str, str], caption: str | 
             text = f"{head}: every cell {ok} ({shown.shape[0]} x {shown.shape[1]})"
         else:
             text = f"{head}: {len(bad)} of {len(shown)} rows not {ok} everywhere\n{text_table(bad, index=True)}"
-    return _emit(Shown(text, html=html))
+    return Shown(text, html=html)
 
 
 def status_heatmap(matrix: pd.DataFrame, colours: dict[str, str], title: str = "", path=None) -> Shown:
@@ -392,7 +362,7 @@ def _rows(data: pd.DataFrame | list[dict[str, Any]] | None) -> pd.DataFrame:
 
 
 def _no_data(caption: str) -> Shown:
-    return _emit(Shown(f"{caption}: (no data)", html=_caption_html(caption) + "<p><i>(no data)</i></p>"))
+    return Shown(f"{caption}: (no data)", html=_caption_html(caption) + "<p><i>(no data)</i></p>")
 
 
 def _bar_labels(ax, bars, unit: str = "") -> None:
@@ -557,13 +527,13 @@ def findings(frame: pd.DataFrame, caption: str | None = None) -> Shown:
     """Validation findings (severity, rule, file, key, value, expected, message), severity coloured."""
     if frame.empty:
         text = f"{caption}: no findings" if caption else "no findings"
-        return _emit(Shown(text, markdown=f"**{text}**"))
+        return Shown(text, markdown=f"**{text}**")
 
     def hook(styler):
         return styler.map(lambda v: f"background-color: {_SEVERITY_COLOURS.get(str(v), '')}", subset=["severity"])
 
     text = text_table(frame)
-    return _emit(Shown(f"{caption}\n{text}" if caption else text, html=_frame_html(frame, caption, hook)))
+    return Shown(f"{caption}\n{text}" if caption else text, html=_frame_html(frame, caption, hook))
 
 
 def file_block(text: str, caption: str | None = None, language: str = "yaml") -> Shown:
@@ -571,7 +541,7 @@ def file_block(text: str, caption: str | None = None, language: str = "yaml") ->
     head = f"**{caption}**\n\n" if caption else ""
     n = len(text.rstrip().splitlines())
     short = f"{caption or 'file'}: {n} lines (shown in the notebook; the file is in the artifacts)"
-    return _emit(Shown(short, markdown=f"{head}```{language}\n{text.rstrip()}\n```"))
+    return Shown(short, markdown=f"{head}```{language}\n{text.rstrip()}\n```")
 
 
 class LiveAnsible:

@@ -190,26 +190,26 @@ def error_html(stage: dict[str, Any]) -> str:
             f"<br><small>the full traceback is in <code>{_e(stage['notebook'])}</code></small></div>")
 
 
-def _is_params_output(cell) -> bool:
-    outputs = cell.get("outputs") or []
-    return bool(outputs) and all(
-        (o.get("metadata") or {}).get(display.ROLE_KEY, {}).get("role") == display.PARAMS_ROLE
-        for o in outputs if o.get("output_type") in ("display_data", "execute_result"))
+def _role(output) -> str | None:
+    return ((output.get("metadata") or {}).get(display.ROLE_KEY) or {}).get("role")
 
 
 def _stage_cells(path: Path) -> list:
     """The executed stage's cells for the report: no parameters, no per-stage params table (and
-    its heading), no error markers and no tracebacks (the error box says where and what)."""
+    the heading of a cell left empty by that), no error markers and no tracebacks (the error box
+    says where and what)."""
     cells = [c for c in nbformat.read(path, as_version=4).cells
              if not _HIDDEN_TAGS & set(c.get("metadata", {}).get("tags", []))]
     out: list = []
     for cell in cells:
         if cell.cell_type == "code":
-            if _is_params_output(cell):
+            outputs = cell.get("outputs", [])
+            kept = [o for o in outputs if o.get("output_type") != "error" and _role(o) != display.PARAMS_ROLE]
+            if outputs and not kept and any(_role(o) == display.PARAMS_ROLE for o in outputs):
                 if out and out[-1].cell_type == "markdown":
                     out.pop()  # the "Validated parameters" heading of the table left out
                 continue
-            cell.outputs = [o for o in cell.get("outputs", []) if o.get("output_type") != "error"]
+            cell.outputs = kept
         out.append(cell)
     return out
 

@@ -113,23 +113,23 @@ def test_plots_of_perf_bandwidth_and_enforcement():
 
 
 @pytest.mark.timeout(120)
-def test_inside_a_kernel_a_helper_shows_once_also_inside_an_if_block(tmp_path):
-    """A real kernel (the project's): a table inside ``if`` shows; the returned object as the
-    last expression does not show it twice; a figure is image/png with its text line."""
+def test_in_a_kernel_a_helper_gives_text_for_logs_and_html_or_png_for_people(tmp_path):
+    """A real kernel (the project's): displayed (inside ``if``) or as the last expression, a
+    helper's output carries the short text/plain papermill logs and the rich form people see."""
     import papermill
 
     from cni_runbook.runner import resolve_kernel
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(
-        "import pandas as pd\nfrom cni_runbook import display\n"
-        "if True:\n    display.table(pd.DataFrame({'x': [1.5]}), caption='inside if')\n"
-        "t = display.table(pd.DataFrame({'y': [2]}), caption='last')\n"
-        "display.heatmap(pd.DataFrame([[1.0]], index=['a'], columns=['a']), caption='hm')\nt")]
+        "import pandas as pd\nfrom IPython.display import display as show\nfrom cni_runbook import display\n"
+        "if True:\n    show(display.table(pd.DataFrame({'x': [1.5]}), caption='inside if'))\n"
+        "    show(display.heatmap(pd.DataFrame([[1.0]], index=['a'], columns=['a']), caption='hm'))\n"
+        "display.table(pd.DataFrame({'y': [2]}), caption='last')")]
     nbformat.write(nb, tmp_path / "in.ipynb")
     papermill.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), kernel_name=resolve_kernel(),
                                progress_bar=False, cwd=str(tmp_path))
     outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs
-    texts = [o.data["text/plain"] for o in outputs if "data" in o]
-    assert texts == ["inside if\n  x\n1.5", "last\ny\n2", "hm: all 1 cells 1.00"]
-    assert "text/html" in outputs[0].data and "image/png" in outputs[2].data
+    assert [o.data["text/plain"] for o in outputs] == ["inside if\n  x\n1.5", "hm: all 1 cells 1.00", "last\ny\n2"]
+    assert "text/html" in outputs[0].data and "image/png" in outputs[1].data and "text/html" in outputs[2].data
+    assert outputs[1].metadata == {display.ROLE_KEY: {"role": display.FIGURE_ROLE}}

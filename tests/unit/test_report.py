@@ -29,8 +29,8 @@ def test_figures_are_embedded_and_a_failed_stage_shows_a_short_error_box(tmp_pat
     nbs = tmp_path / "nbs"
     nbs.mkdir()
     kit.stage_notebook(nbs / "00_preflight.ipynb", [
-        "import pandas as pd\nfrom cni_runbook import display\n"
-        "if True:\n    display.heatmap(pd.DataFrame([[1.0, float('nan')]], index=['a'], columns=['a', 'b']), caption='m')",
+        "import pandas as pd\nfrom IPython.display import display as show\nfrom cni_runbook import display\n"
+        "if True:\n    show(display.heatmap(pd.DataFrame([[1.0, float('nan')]], index=['a'], columns=['a', 'b']), caption='m'))",
         "display.table(display.params_frame(ctx.stage_params()), caption='00: validated params')"])
     kit.stage_notebook(nbs / "01_cluster_no_cni.ipynb", ["x = 1", "raise RuntimeError('node lab-w1 is gone')"])
     monkeypatch.setattr(stages, "NOTEBOOKS_DIR", nbs)

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import pandas as pd
-
 from cni_runbook import display
 
 from .base import Outcome, Plan, View
@@ -29,11 +27,8 @@ def show(obj: Any) -> None:
 
 def render(view: View) -> Any:
     """The displayable for a view."""
-    if view.kind == "table":
-        rows = view.obj
-        empty = rows is None or (isinstance(rows, pd.DataFrame) and rows.empty) or (
-            not isinstance(rows, pd.DataFrame) and not rows)
-        return display.table([{"": "(none)"}] if empty else rows, caption=view.caption)
+    if view.kind == "table":  # an empty table shows "caption: (none)"
+        return display.table(view.obj if view.obj is not None else [], caption=view.caption)
     if view.kind == "findings":
         return display.findings(view.obj, caption=view.caption)
     if view.kind == "file":
