@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 STAGE_PARAMETERS = {"params_files", "set_values", "run_dir", "stage", "plan", "site", "provisioner", "cluster",
                     "kubespray", "cni", "validation", "policy", "qos", "run"}
+STAGE_SECTIONS = {"05_cni_lifecycle": {"lifecycle"}}  # sections only that stage reads, as parameters too
 
 
 def test_there_is_a_notebook_per_stage_and_a_history_notebook():
@@ -40,7 +41,7 @@ def test_one_parameters_cell_with_the_shared_names(path):
     cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(cells) == 1
     assigned = {t.id: n.value for n in ast.parse(cells[0].source).body if isinstance(n, ast.Assign) for t in n.targets}
-    assert set(assigned) == STAGE_PARAMETERS
+    assert set(assigned) == STAGE_PARAMETERS | STAGE_SECTIONS.get(path.stem, set())
     assert ast.literal_eval(assigned["stage"]) == path.stem
     assert ast.literal_eval(assigned["plan"]) is True  # opened by hand, a notebook only plans
 

@@ -15,7 +15,7 @@ def test_plan_run_of_all_stages_verifies_then_a_flipped_byte_fails(plan_run, run
     record = json.loads((run_copy / "run.json").read_text())
     assert record["status"] == "planned" and record["plan"] is True
     assert [s["stage"] for s in record["stages"]] == ["00_preflight", "01_cluster_no_cni", "02_cni_install",
-                                                     "03_validation", "04_policy_qos"]
+                                                     "03_validation", "04_policy_qos", "05_cni_lifecycle"]
     for name in ("00-preflight.ipynb", "04-policy_qos.ipynb", "report.html", "junit.xml", "run.log",
                  "artifacts/02_cni_install/plan.yaml", "artifacts/02_cni_install/params.yaml"):
         assert name in record["files"], name

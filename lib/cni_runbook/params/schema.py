@@ -226,6 +226,19 @@ class RegistryCredentials(Strict):
     password: SecretRef
 
 
+_MINOR = r"^v?\d+\.\d+(\.\d+)?$"
+
+
+class CniCompatibility(Strict):
+    """A generic CNI's declared compatibility (Antrea's rule is built in: cni_runbook.lifecycle.compat)."""
+
+    kube_min: str | None = Field(None, pattern=_MINOR, description="oldest supported Kubernetes minor, e.g. 1.28")
+    kube_max: str | None = Field(None, pattern=_MINOR, description="newest supported Kubernetes minor, e.g. 1.35")
+    max_minor_skew: int | None = Field(None, ge=0, le=20, description="most minor versions one upgrade may move")
+    accept_unsupported: bool = Field(False, description="install even on a Kubernetes version the rule does not "
+                                     "support (recorded in the audit record)")
+
+
 class Cni(Strict):
     profile: Literal["antrea", "lab", "generic"] = "antrea"
     version: str | None = "v2.7.0"
@@ -236,6 +249,7 @@ class Cni(Strict):
     registry_credentials: RegistryCredentials | None = None
     route: Literal["direct", "kubespray_custom_cni"] = "direct"
     server_dry_run: bool = False
+    compatibility: CniCompatibility = CniCompatibility()
 
     @model_validator(mode="after")
     def _source_needed(self) -> Cni:
@@ -324,6 +338,57 @@ class Qos(Strict):
     antrea_egress: AntreaEgress = AntreaEgress()
 
 
+# --- lifecycle (stage 05) -------------------------------------------------------------------
+
+class LifecycleAccept(Strict):
+    """What the site explicitly accepts; each acceptance is recorded in the audit record."""
+
+    unsupported_kube_version: bool = Field(False, description="the target is not supported on this Kubernetes")
+    version_skew: bool = Field(False, description="the upgrade breaks the profile's version skew rule")
+    policies_not_enforced: bool = Field(False, description="the replacement does not enforce the NetworkPolicies in force")
+
+
+class Disruption(Strict):
+    sample_pairs: int = Field(6, ge=1, le=64, description="pod pairs probed during the operation, across all nodes")
+    interval_s: float = Field(0.5, gt=0, le=10, description="seconds between two probes of a pair")
+
+
+class Leftovers(Strict):
+    """What a generic installed CNI leaves on the nodes (known CNIs have their own: cni_runbook.lifecycle.profiles)."""
+
+    conflists: list[str] = []
+    binaries: list[str] = []
+    interfaces: list[str] = Field([], description="names; a trailing * is a prefix")
+    iptables_chains: list[str] = Field([], description="chain name prefixes")
+    ipsets: list[str] = Field([], description="set name prefixes")
+    files: list[str] = []
+    pod_cidr_routes: bool = True
+
+
+class Lifecycle(Strict):
+    """Stage 05: upgrade the installed CNI (``cni``) in place, or replace it by another."""
+
+    mode: Literal["upgrade", "replace"] = "upgrade"
+    target: Cni | None = Field(None, description="the CNI to upgrade to / replace with, shaped like the cni section")
+    pod_restart: Literal["node-by-node", "all-at-once"] = Field(
+        "node-by-node", description="replacement: how pods that are not hostNetwork are restarted onto the new CNI")
+    accept: LifecycleAccept = LifecycleAccept()
+    disruption: Disruption = Disruption()
+    rollback_on_failure: bool = Field(True, description="restore the recorded previous objects when the rollout "
+                                      "or the after-checks fail")
+    rollout_timeout_s: int = Field(300, ge=10, description="per DaemonSet/Deployment rollout")
+    current_leftovers: Leftovers | None = Field(None, description="a generic installed CNI's node leftovers")
+    target_enforces_network_policy: bool | None = Field(None, description="a generic target: does it enforce "
+                                                        "NetworkPolicy? null: the profile knows")
+
+    @model_validator(mode="after")
+    def _target_version(self) -> Lifecycle:
+        # Cni's version default (Antrea's) means nothing for another target profile
+        if self.target is not None and self.target.profile != "antrea" and "version" not in self.target.model_fields_set:
+            self.target.version = None
+        return self
+
+
 # --- run ------------------------------------------------------------------------------------
 
 def _stage_ref(value: Any) -> str:
@@ -368,6 +433,7 @@ class Params(Strict):
     validation: Validation = Validation()
     policy: Policy = Policy()
     qos: Qos = Qos()
+    lifecycle: Lifecycle = Lifecycle()
     run: Run = Run()
 
     @model_validator(mode="after")

@@ -47,6 +47,8 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("02_cni_install", "CNI install", ("provisioner", "kubespray", "cni")),
     StageSpec("03_validation", "Network validation", ("provisioner", "validation")),
     StageSpec("04_policy_qos", "NetworkPolicy and QoS", ("provisioner", "policy", "qos")),
+    StageSpec("05_cni_lifecycle", "CNI lifecycle: upgrade in place or replacement",
+              ("provisioner", "cluster", "kubespray", "cni", "lifecycle", "validation", "policy")),
 )
 STAGE_IDS: tuple[str, ...] = tuple(s.id for s in STAGES)
 
@@ -169,12 +171,35 @@ def _policy_qos(p) -> list[dict[str, str]]:
     return out
 
 
+def _lifecycle(p) -> list[dict[str, str]]:
+    lc = p.lifecycle
+    target = lc.target
+    name = (f"{target.profile} {target.version or ''}".strip() if target is not None else "(lifecycle.target not set)")
+    if lc.mode == "upgrade":
+        out = [_action("read", p.cni.namespace, f"installed {p.cni.profile}: version from the cluster's objects"),
+               _action("check", "compatibility", f"{name} against the Kubernetes version; skew installed -> target"),
+               _action("diff", "objects", "installed vs new rendering: added, changed, removed; CRDs first")]
+    else:
+        out = [_action("check", "policies", f"NetworkPolicies in force; does {name} enforce them?"),
+               _action("delete", p.cni.profile, "the installed CNI's API objects"),
+               _action("clean", "nodes", "conflists, binaries, interfaces, iptables chains, ipsets, routes (SSH)"),
+               _action("restart", "pods", f"every pod that is not hostNetwork, {lc.pod_restart}")]
+    out += [_action("baseline", "cluster", "connectivity and the truth tables of the policies in force"),
+            _action("apply", name, f"ordered, rollout waits; probe {lc.disruption.sample_pairs} pod pairs every "
+                    f"{lc.disruption.interval_s} s"),
+            _action("after", "cluster", "same checks; before/after side by side, disruption per pair and node")]
+    if lc.rollback_on_failure:
+        out.append(_action("rollback", "on failure", "restore the recorded previous objects, validate again"))
+    return out
+
+
 _OUTLINES = {
     "00_preflight": _preflight,
     "01_cluster_no_cni": _cluster,
     "02_cni_install": _cni,
     "03_validation": _validation,
     "04_policy_qos": _policy_qos,
+    "05_cni_lifecycle": _lifecycle,
 }
 
 

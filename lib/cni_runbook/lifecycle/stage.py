@@ -1,0 +1,237 @@
+"""Stage 05 wired: the plan from the params (and, read-only, the cluster when it exists), the apply.
+
+:func:`plan_stage` renders the installed CNI (``cni``) and the target (``lifecycle.target``)
+into the artifacts (``current/``, ``target/``), reads - read only, also in plan mode - the
+cluster's server version, the installed objects and the policies in force when a cluster is
+reachable (else ``kubespray.kube_version`` and the renderings stand in), and builds the
+:class:`~.upgrade.UpgradePlan` or :class:`~.replace.ReplacementPlan`. :func:`apply_stage`
+carries it out (see :mod:`.apply`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import profiles
+from .installed import Installed, read_installed
+from .replace import PoliciesInForce, ReplacementPlan, kubespray_vars, plan_replacement
+from .upgrade import UpgradePlan, plan_upgrade
+
+KUBE_FROM_PARAMS = "kubespray.kube_version"
+KUBE_FROM_SERVER = "the live API server"
+
+
+@dataclass
+class LifecyclePlan:
+    """What stage 05 would do: ``skipped`` (no target), else ``upgrade`` or ``replace``."""
+
+    mode: str
+    plan: UpgradePlan | ReplacementPlan | None = None
+    skipped: str = ""  # why nothing is planned
+    current: Any = None  # cni.install.Prepared of the installed CNI
+    target: Any = None  # cni.install.Prepared of the target
+    kube_version: str | None = None
+    kube_from: str = ""
+    cluster_read: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.plan is not None and self.plan.ok
+
+    @property
+    def refusals(self) -> list[str]:
+        return list(self.plan.refusals) if self.plan is not None else []
+
+    def summary(self) -> str:
+        return self.skipped or self.plan.summary()
+
+    def actions(self) -> list[dict[str, str]]:
+        return list(self.plan.steps) if self.plan is not None else []
+
+    def record(self) -> dict[str, Any]:
+        out = {"mode": self.mode, "skipped": self.skipped, "kube_version": self.kube_version, "kube_from": self.kube_from,
+               "cluster_read": self.cluster_read, "notes": self.notes}
+        if self.plan is not None:
+            out["plan"] = self.plan.as_record()
+        return out
+
+    def checks(self) -> list[dict[str, Any]]:
+        if self.plan is None:
+            return []
+        out = [c.as_check() for c in self.plan.checks]
+        out += [{"name": "plan refused", "status": "failed", "message": r} for r in self.plan.refusals]
+        return out
+
+
+def connect(params, state_get):
+    """A :class:`~cni_runbook.kube.Kube` for the cluster when one is reachable, else None (and why)."""
+    from ..kube import Kube
+    from ..kube.client import KubeError, cluster_kubeconfig
+
+    try:
+        kubeconfig, context = cluster_kubeconfig(params, state_get)
+        kube = Kube.from_kubeconfig(kubeconfig, context)
+        kube.request_timeout = 10
+        kube.version()
+        return kube, ""
+    except KubeError as exc:
+        return None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - no cluster (yet): the plan says so and goes on without it
+        return None, f"the cluster is not reachable ({type(exc).__name__}: {str(exc)[:200]})"
+
+
+def _prepare(cni, artifacts: Path, plan: bool, kube_proxy_remove: bool):
+    from ..cni import install as cni_install
+
+    artifacts.mkdir(parents=True, exist_ok=True)
+    return cni_install.prepare(cni, artifacts, plan=plan, kube_proxy_remove=kube_proxy_remove)
+
+
+def _refs(*renderings) -> list[tuple[str, str, str | None, str]]:
+    refs = []
+    for prepared in renderings:
+        for o in (prepared.objects if prepared is not None else ()):
+            refs.append((o.ref.api_version, o.ref.kind, o.ref.namespace, o.ref.name))
+    return refs
+
+
+def _policies(kube) -> PoliciesInForce:
+    import json
+
+    from kubernetes import client
+
+    items = json.loads(client.NetworkingV1Api(kube.api).list_network_policy_for_all_namespaces(
+        _preload_content=False).data)["items"]
+    native = []
+    for api_version, kind in (("crd.antrea.io/v1beta1", "ClusterNetworkPolicy"), ("crd.antrea.io/v1beta1", "NetworkPolicy")):
+        try:
+            res = kube.resource(api_version, kind)
+        except Exception:  # noqa: BLE001 - Antrea not installed: no native policies
+            continue
+        native += [i.to_dict() for i in kube.dynamic.get(res).items]
+    return PoliciesInForce.from_objects(items, native)
+
+
+def plan_stage(ctx, *, kube=None) -> LifecyclePlan:
+    """The stage's plan (module docstring). ``kube``: an open connection (else one is tried)."""
+    params = ctx.params
+    lc = params.lifecycle
+    if lc.target is None:
+        return LifecyclePlan(lc.mode, skipped="lifecycle.target is not set: no upgrade or replacement to do")
+    notes: list[str] = []
+    own_kube = kube is None
+    why = ""
+    if kube is None:
+        kube, why = connect(params, ctx.get)
+    try:
+        if kube is not None:
+            kube_version, kube_from = kube.version(), KUBE_FROM_SERVER
+        else:
+            kube_version, kube_from = params.kubespray.kube_version, KUBE_FROM_PARAMS
+            notes.append(f"cluster not read: {why}" if why else "cluster not read")
+        proxy_remove = params.kubespray.kube_proxy_remove
+        current = _prepare(params.cni, ctx.artifacts / "current", ctx.plan, proxy_remove)
+        target = _prepare(lc.target, ctx.artifacts / "target", ctx.plan, proxy_remove)
+        notes += [f"installed: {n}" for n in current.notes] + [f"target: {n}" for n in target.notes]
+        facts_a = profiles.facts(params.cni.profile, leftovers=lc.current_leftovers)
+        if lc.mode == "upgrade":
+            installed = read_installed(kube, facts_a, _refs(current, target)) if kube is not None else None
+            plan = plan_upgrade(current=params.cni, target=lc.target, facts=facts_a, objects=target.objects,
+                                installed=installed, previous=current.objects, kube_version=kube_version,
+                                kube_from=kube_from, accept=lc.accept)
+        else:
+            facts_b = profiles.facts(lc.target.profile, enforces_network_policy=lc.target_enforces_network_policy)
+            if kube is not None:
+                installed = read_installed(kube, facts_a, _refs(current))
+                current_objects = list(installed.objects.values())
+                policies = _policies(kube)
+            else:
+                current_objects = [dict(o.body, metadata={**o.body.get("metadata", {}), "namespace": o.ref.namespace})
+                                   if o.ref.namespace else o.body for o in current.objects]
+                policies = PoliciesInForce()
+                notes.append("policies in force not read (no cluster): the apply run counts them and may refuse")
+            ks = params.kubespray
+            cluster = {"kube_service_addresses": str(ks.kube_service_addresses), "kube_pods_subnet": str(ks.kube_pods_subnet),
+                       "kube_network_node_prefix": ks.kube_network_node_prefix, "kube_proxy_mode": ks.kube_proxy_mode,
+                       "kube_proxy_remove": ks.kube_proxy_remove}
+            extras = dict(ks.extra_vars) | ({"kube_version": ks.kube_version} if ks.kube_version else {})
+            vars_ = kubespray_vars(network_plugin=ks.network_plugin, cluster=cluster, extras=extras,
+                                   target_route=lc.target.route,
+                                   target_manifest=str(target.rendered_path) if target.rendered_path else None)
+            plan = plan_replacement(current=params.cni, target=lc.target, current_facts=facts_a, target_facts=facts_b,
+                                    current_objects=current_objects, target_objects=target.objects, policies=policies,
+                                    kube_version=kube_version, kube_from=kube_from, restart=lc.pod_restart,
+                                    accept=lc.accept, kubespray=vars_)
+        return LifecyclePlan(lc.mode, plan, "", current, target, kube_version, kube_from, kube is not None, notes)
+    finally:
+        if own_kube and kube is not None:
+            kube.close()
+
+
+def write_plan_artifacts(ctx, lp: LifecyclePlan) -> list[str]:
+    """The plan's tables and texts into the artifacts; returns the names written."""
+    written = ["lifecycle-plan.json"]
+    ctx.write_artifact("lifecycle-plan.json", lp.record())
+    p = lp.plan
+    if isinstance(p, UpgradePlan):
+        ctx.write_artifact("object-diff.csv", p.diff)
+        written.append("object-diff.csv")
+    elif isinstance(p, ReplacementPlan):
+        ctx.write_artifact("remove.csv", p.remove_table())
+        ctx.write_artifact("leftovers.csv", p.leftovers_table())
+        ctx.write_artifact("kubespray-group_vars.diff", p.kubespray.get("diff", ""))
+        written += ["remove.csv", "leftovers.csv", "kubespray-group_vars.diff"]
+    return written
+
+
+__all__ = ["LifecyclePlan", "connect", "plan_stage", "write_plan_artifacts", "Installed"]
+
+
+def validation_tables(kube, params, *, progress=None) -> dict[str, Any]:
+    """Stage 03's suite (and, when ``policy.scenarios``/``files`` name sets, stage 04's truth tables
+    against them) as result tables: the before/after of an operation."""
+    from ..validation.suite import SuiteConfig, run_suite
+
+    suite = run_suite(kube, SuiteConfig.from_params(params), progress=progress)
+    frame = suite.frame.copy()
+    frame.attrs["summary"] = suite.summary
+    out = {"validation": frame}
+    return out
+
+
+def apply_stage(ctx, lp: LifecyclePlan, *, progress=print, validate: bool = True, disruption=None):
+    """Stage 05 outside plan mode: carry out ``lp`` (refused plans are never applied)."""
+    from ..kube import Kube
+    from ..kube.client import cluster_kubeconfig
+    from .apply import apply_upgrade
+    from .errors import LifecycleError
+
+    if lp.plan is None or not lp.ok:
+        return None
+    params = ctx.params
+    lc = params.lifecycle
+    kubeconfig, context = cluster_kubeconfig(params, ctx.get)
+    kube = Kube.from_kubeconfig(kubeconfig, context)
+    try:
+        if lp.mode != "upgrade":
+            raise LifecycleError("lifecycle.mode replace: the apply is not available yet in this version (plan only)")
+        dry = bool(lc.target.server_dry_run)
+        check = (lambda: validation_tables(kube, params, progress=progress)) if validate and not dry else None
+        helm = None
+        if lp.plan.helm_release and lp.target is not None and lp.target.source is not None:
+            from ..cni import helm as helm_route
+
+            record, chart = lp.target.source, lc.target.source.helm
+            values = [*chart.values_files] + ([str(record.path.parent / record.details["values_file"])]
+                                               if record.details.get("values_file") else [])
+            helm = (lambda kc: helm_route.upgrade_install(record.path, release=chart.release_name, namespace=lc.target.namespace,
+                                                          kubeconfig=kc, values_files=values,
+                                                          wait_timeout_s=lc.rollout_timeout_s).output[-500:])
+        return apply_upgrade(kube, lp.plan, record_dir=ctx.artifacts, dry_run=dry, rollout_timeout_s=lc.rollout_timeout_s,
+                             rollback_on_failure=lc.rollback_on_failure, helm_chart=helm, kubeconfig=str(kubeconfig),
+                             validate=check, disruption=disruption, progress=progress)
+    finally:
+        kube.close()
