@@ -353,6 +353,9 @@ def recorder(monkeypatch):
 
 
 class FakeKube:
+    def version(self):
+        return "v1.35.4"
+
     def get(self, api_version, kind, name, namespace=None):
         return {"metadata": {"name": name}} if kind == "Deployment" and name == "coredns" else None
 

@@ -311,3 +311,17 @@ def test_result_without_a_target_is_skipped():
     from cni_runbook.lifecycle.stage import LifecyclePlan
 
     assert views.result_args(LifecyclePlan("upgrade", skipped="no target"), plan=True)["status"] == "skipped"
+
+
+def test_stage02_checks_compatibility_in_its_plan_and_refuses_in_its_apply():
+    from cni_runbook import stages
+    from cni_runbook.cni.install import compatibility_step
+
+    params = load_params([], ["kubespray.kube_version=v1.30.2"], {"site": "x"}).params
+    action = stages.outline("02_cni_install", params)[-1]
+    assert action["target"] == "compatibility" and action["detail"].startswith("unsupported: Antrea v2.7.0 supports")
+    step = compatibility_step(params.cni, "v1.30.2", kube_from="the live API server")
+    assert step.status == "failed" and "docs/versioning.md" in step.detail
+    accepting = load_params([], ["cni.compatibility.accept_unsupported=true"], {"site": "x"}).params
+    assert compatibility_step(accepting.cni, "v1.30.2", kube_from="x").status == "passed"
+    assert compatibility_step(params.cni, "v1.35.4", kube_from="x").status == "passed"

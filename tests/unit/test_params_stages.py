@@ -21,7 +21,7 @@ def test_selection_keeps_runbook_order_and_all_means_all():
     assert [s.id for s in stages.select(["04", "00"])] == ["00_preflight", "04_policy_qos"]
     assert stages.select(["all"]) == list(stages.STAGES)
     with pytest.raises(KeyError):
-        stages.select(["05"])
+        stages.select(["06"])
 
 
 def test_output_names():
@@ -46,11 +46,12 @@ def test_kubespray_site_outline():
 def test_custom_cni_and_helm_outlines():
     custom = stages.outline("02", load_params([EXAMPLES / "kubespray-custom-cni.yaml"]).params)
     assert custom[0]["detail"].endswith("params/examples/manifests/antrea.yml")
-    assert custom[-2]["target"] == "kubespray"
+    assert custom[-3]["target"] == "kubespray"  # then the wait, then the compatibility check
     helm = stages.outline("02", load_params([EXAMPLES / "existing-helm.yaml"]).params)
     assert helm[0]["detail"] == "helm chart example-cni 1.2.3 from https://charts.example.org/cni"
     dry = stages.outline("02", load_params([EXAMPLES / "existing-helm.yaml"], ["cni.server_dry_run=true"]).params)
-    assert dry[-1]["detail"] == "server-side dry-run"
+    assert dry[-2]["detail"] == "server-side dry-run"
+    assert dry[-1]["target"] == "compatibility"
 
 
 def test_validation_outline_follows_perf_switch():

@@ -744,6 +744,11 @@ def apply_stage(ctx, prepared: Prepared, *, timeouts: Timeouts = Timeouts(), pro
     kube = Kube.from_kubeconfig(kubeconfig, context)
     result = InstallResult(dry_run=cni.server_dry_run)
     try:
+        compatible = compatibility_step(cni, kube.version(), kube_from="the live API server")
+        result.steps.append(compatible)
+        if compatible.status == "failed":
+            result.error = f"refused: {compatible.detail}"
+            return result
         objects = objects_for_cluster(prepared.rendered, kube, namespace=cni.namespace)
         write_target(ctx.artifacts, kubeconfig, context)
         if cni.route == "kubespray_custom_cni" and not cni.server_dry_run:
@@ -761,6 +766,17 @@ def apply_stage(ctx, prepared: Prepared, *, timeouts: Timeouts = Timeouts(), pro
     finally:
         kube.close()
     return result
+
+
+def compatibility_step(cni, kube_version: str | None, *, kube_from: str) -> Step:
+    """The CNI's compatibility with the Kubernetes version (:mod:`cni_runbook.lifecycle.compat`) as a
+    step: ``failed`` when unsupported and not accepted (``cni.compatibility.accept_unsupported``)."""
+    from ..lifecycle.compat import check_kube
+
+    check = check_kube(cni.profile, cni.version, kube_version, declared=cni.compatibility, kube_from=kube_from,
+                       accept=cni.compatibility.accept_unsupported)
+    status = check.as_check()["status"]
+    return Step("CNI supports the Kubernetes version", status, f"{check.status}: {check.detail} [{check.source}]")
 
 
 def _kubespray_route(ctx, prepared: Prepared, kube, objects, *, timeouts: Timeouts, progress: Progress | None) -> InstallResult:
@@ -884,6 +900,7 @@ __all__ = [
     "apiservices_available",
     "apply_stage",
     "cluster_facts",
+    "compatibility_step",
     "health_table",
     "install",
     "kubeconfig_for",

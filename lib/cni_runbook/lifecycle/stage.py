@@ -139,6 +139,10 @@ def plan_stage(ctx, *, kube=None) -> LifecyclePlan:
         facts_a = profiles.facts(params.cni.profile, leftovers=lc.current_leftovers)
         if lc.mode == "upgrade":
             installed = read_installed(kube, facts_a, _refs(current, target)) if kube is not None else None
+            if installed is not None and not installed.found and lc.target.server_dry_run:
+                notes.append(f"no {facts_a.family} installed on this cluster: the server-side dry-run is planned "
+                             "against the rendering of `cni` instead (nothing is persisted)")
+                installed = None
             plan = plan_upgrade(current=params.cni, target=lc.target, facts=facts_a, objects=target.objects,
                                 installed=installed, previous=current.objects, kube_version=kube_version,
                                 kube_from=kube_from, accept=lc.accept)
@@ -204,10 +208,10 @@ def validation_tables(kube, params, *, progress=None) -> dict[str, Any]:
 
 def apply_stage(ctx, lp: LifecyclePlan, *, progress=print, validate: bool = True, disruption=None):
     """Stage 05 outside plan mode: carry out ``lp`` (refused plans are never applied)."""
+    from ..cni.install import write_target
     from ..kube import Kube
     from ..kube.client import cluster_kubeconfig
     from .apply import apply_upgrade
-    from .errors import LifecycleError
 
     if lp.plan is None or not lp.ok:
         return None
@@ -215,9 +219,10 @@ def apply_stage(ctx, lp: LifecyclePlan, *, progress=print, validate: bool = True
     lc = params.lifecycle
     kubeconfig, context = cluster_kubeconfig(params, ctx.get)
     kube = Kube.from_kubeconfig(kubeconfig, context)
+    write_target(ctx.artifacts, kubeconfig, context)
     try:
-        if lp.mode != "upgrade":
-            raise LifecycleError("lifecycle.mode replace: the apply is not available yet in this version (plan only)")
+        if lp.mode == "replace":
+            return _apply_replacement(ctx, lp, kube, progress=progress, validate=validate, disruption=disruption)
         dry = bool(lc.target.server_dry_run)
         check = (lambda: validation_tables(kube, params, progress=progress)) if validate and not dry else None
         helm = None
@@ -230,8 +235,37 @@ def apply_stage(ctx, lp: LifecyclePlan, *, progress=print, validate: bool = True
             helm = (lambda kc: helm_route.upgrade_install(record.path, release=chart.release_name, namespace=lc.target.namespace,
                                                           kubeconfig=kc, values_files=values,
                                                           wait_timeout_s=lc.rollout_timeout_s).output[-500:])
+        if lp.plan.installed is None and not dry:
+            from .errors import LifecycleError
+
+            raise LifecycleError("the installed CNI was not read from the cluster; nothing is applied")
         return apply_upgrade(kube, lp.plan, record_dir=ctx.artifacts, dry_run=dry, rollout_timeout_s=lc.rollout_timeout_s,
                              rollback_on_failure=lc.rollback_on_failure, helm_chart=helm, kubeconfig=str(kubeconfig),
                              validate=check, disruption=disruption, progress=progress)
     finally:
         kube.close()
+
+
+def _apply_replacement(ctx, lp: LifecyclePlan, kube, *, progress, validate: bool, disruption):
+    from ..cni.install import Timeouts, objects_for_cluster
+    from ..provision.hosts import ansible_envvars, stage_hosts
+    from .nodes import run_script
+    from .swap import apply_replacement
+
+    params = ctx.params
+    lc = params.lifecycle
+    facts_a = profiles.facts(params.cni.profile, leftovers=lc.current_leftovers)
+    installed = read_installed(kube, facts_a, _refs(lp.current))
+    hosts = stage_hosts(params)
+    inventory = hosts.inventory()
+
+    def on_nodes(name: str, script: str):
+        return run_script(inventory, ctx.run_dir, name, script, envvars=ansible_envvars(), redact=ctx.redactor.text)
+
+    objects = objects_for_cluster(lp.target.rendered, kube, namespace=lc.target.namespace)
+    timeouts = Timeouts(rollout_s=lc.rollout_timeout_s)
+    check = (lambda: validation_tables(kube, params, progress=progress)) if validate else None
+    return apply_replacement(kube, lp.plan, installed=installed, target_objects=objects, record_dir=ctx.artifacts,
+                             run_on_nodes=on_nodes, timeouts=timeouts, namespace=lc.target.namespace,
+                             rollout_timeout_s=lc.rollout_timeout_s, rollback_on_failure=lc.rollback_on_failure,
+                             validate=check, disruption=disruption, progress=progress)

@@ -144,6 +144,12 @@ def _cni(p) -> list[dict[str, str]]:
         out.append(_action("apply", cni.namespace, mode))
     if not cni.server_dry_run:
         out.append(_action("wait", "nodes", "CNI pods Ready, every node Ready, CoreDNS Running"))
+    from .lifecycle.compat import check_kube
+
+    compat = check_kube(cni.profile, cni.version, p.kubespray.kube_version, declared=cni.compatibility,
+                        kube_from="kubespray.kube_version; the apply checks the live server",
+                        accept=cni.compatibility.accept_unsupported)
+    out.append(_action("check", "compatibility", f"{compat.status}: {compat.detail} [{compat.source}]"))
     return out
 
 
