@@ -325,3 +325,13 @@ def test_stage02_checks_compatibility_in_its_plan_and_refuses_in_its_apply():
     accepting = load_params([], ["cni.compatibility.accept_unsupported=true"], {"site": "x"}).params
     assert compatibility_step(accepting.cni, "v1.30.2", kube_from="x").status == "passed"
     assert compatibility_step(params.cni, "v1.35.4", kube_from="x").status == "passed"
+
+
+def test_rollback_of_an_upgrade_run_needs_its_target_record(tmp_path, capsys):
+    from cni_runbook import cli
+
+    run = tmp_path / "outputs" / "r1"
+    (run / "artifacts" / "05_cni_lifecycle").mkdir(parents=True)
+    (run / "artifacts" / "05_cni_lifecycle" / "previous-objects.json").write_text('{"objects": []}')
+    assert cli.main(["--outputs", str(tmp_path / "outputs"), "rollback", str(run)]) == 1
+    assert "target.json: missing" in capsys.readouterr().out
