@@ -335,3 +335,32 @@ def test_rollback_of_an_upgrade_run_needs_its_target_record(tmp_path, capsys):
     (run / "artifacts" / "05_cni_lifecycle" / "previous-objects.json").write_text('{"objects": []}')
     assert cli.main(["--outputs", str(tmp_path / "outputs"), "rollback", str(run)]) == 1
     assert "target.json: missing" in capsys.readouterr().out
+
+
+def test_refusals_become_blocking_findings_named_by_their_params_key():
+    from cni_runbook.lifecycle.stage import LifecycleStage, refusal_finding
+    from cni_runbook.stages import stage_class
+
+    assert stage_class("05") is LifecycleStage
+    finding = refusal_finding("flannel does not enforce NetworkPolicy and 2 NetworkPolicy object(s) ...")
+    assert finding.key == "lifecycle.accept.policies_not_enforced" and finding.blocking
+    assert refusal_finding("version skew current -> target: v2.2.0 -> v2.7.0").key == "lifecycle.accept.version_skew"
+    assert refusal_finding("no antrea workload found on the cluster").key == "cni"
+
+
+@needs_fixtures
+def test_a_refused_plan_fails_in_plan_mode_too(tmp_path):
+    from cni_runbook import stages
+
+    site = tmp_path / "site.yaml"
+    site.write_text(f"""
+cni: {{profile: antrea, version: v2.2.0, source: {{kind: file, path: {ANTREA / 'antrea-v2.5.3-dev-manifest.yml'}}}}}
+kubespray: {{kube_version: v1.35.4}}
+lifecycle:
+  target: {{profile: antrea, version: v2.7.0, source: {{kind: file, path: {ANTREA / 'antrea-v2.7.0-dev-manifest.yml'}}}}}
+""")
+    job = stages.open("05", [str(site)], [], tmp_path / "run", True)
+    planned = job.run_plan()
+    assert [f.key for f in planned.blocking] == ["lifecycle.accept.version_skew"]
+    outcome = job.run_apply(planned)
+    assert outcome.status == "failed" and "version skew" in outcome.summary

@@ -102,7 +102,8 @@ class LifecycleResult:
         for name in sorted(set(self.before) | set(self.after)):
             from .compare import side_by_side
 
-            out.append((f"before/after {name}", display.table(side_by_side(self.before.get(name), self.after.get(name)),
+            out.append((f"before/after {name}", display.table(side_by_side(self.before.get(name), self.after.get(name),
+                                                                          value=_result_column(self.before, self.after, name)),
                                                              caption=f"{name}: before | after")))
         if self.disruption is not None:
             from .compare import disruption_summary
@@ -111,6 +112,11 @@ class LifecycleResult:
         if self.leftovers is not None:
             out.append(("leftovers", display.table(self.leftovers, caption="left of the old CNI on the nodes (empty: none)")))
         return out
+
+
+def _result_column(before: dict, after: dict, name: str) -> str:
+    frame = before.get(name) if before.get(name) is not None else after.get(name)
+    return next((c for c in ("result", "status") if c in getattr(frame, "columns", ())), "result")
 
 
 def _timed(result: LifecycleResult, name: str, func: Callable[[], str]) -> str:
@@ -286,8 +292,9 @@ def _timed_value(result: LifecycleResult, name: str, func: Callable[[], dict[str
 def _failed_tables(tables: dict[str, Any]) -> str:
     bad = []
     for name, frame in tables.items():
-        if frame is not None and "status" in getattr(frame, "columns", ()):
-            n = int((frame["status"] == "failed").sum())
+        column = next((c for c in ("result", "status") if c in getattr(frame, "columns", ())), None)
+        if frame is not None and column:
+            n = int((frame[column] == "failed").sum())
             if n:
                 bad.append(f"{name}: {n} failed")
     return ", ".join(bad)

@@ -66,18 +66,27 @@ class LifecyclePlan:
         return out
 
 
+def kubeconfig(params, state_get, *, require_up: bool = True):
+    """(kubeconfig path, context) of the cluster (:func:`cni_runbook.provision.targets.resolve`)."""
+    from ..provision import targets
+
+    target = targets.resolve(params, state_get, require_up=require_up)
+    return target.kubeconfig_path, target.context
+
+
 def connect(params, state_get):
     """A :class:`~cni_runbook.kube.Kube` for the cluster when one is reachable, else None (and why)."""
+    from ..errors import OperatorError
     from ..kube import Kube
-    from ..kube.client import KubeError, cluster_kubeconfig
 
     try:
-        kubeconfig, context = cluster_kubeconfig(params, state_get)
-        kube = Kube.from_kubeconfig(kubeconfig, context)
-        kube.request_timeout = 10
+        path, context = kubeconfig(params, state_get, require_up=False)
+        if path is None or not path.is_file():
+            return None, f"{path}: no kubeconfig (the cluster does not exist yet)"
+        kube = Kube.from_kubeconfig(path, context)
         kube.version()
         return kube, ""
-    except KubeError as exc:
+    except OperatorError as exc:
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001 - no cluster (yet): the plan says so and goes on without it
         return None, f"the cluster is not reachable ({type(exc).__name__}: {str(exc)[:200]})"
@@ -194,37 +203,42 @@ def write_plan_artifacts(ctx, lp: LifecyclePlan) -> list[str]:
 __all__ = ["LifecyclePlan", "connect", "plan_stage", "write_plan_artifacts", "Installed"]
 
 
-def validation_tables(kube, params, *, progress=None) -> dict[str, Any]:
-    """Stage 03's suite (and, when ``policy.scenarios``/``files`` name sets, stage 04's truth tables
-    against them) as result tables: the before/after of an operation."""
-    from ..validation.suite import SuiteConfig, run_suite
+def validation_tables(kube, params, state_get, *, cni=None, progress=None) -> dict[str, Any]:
+    """Stage 03's suite as a result table (``status`` per test): the before/after of an operation.
 
-    suite = run_suite(kube, SuiteConfig.from_params(params), progress=progress)
+    ``cni``: the CNI in place at that moment (its agent is checked), default ``params.cni``.
+    """
+    from ..provision import targets
+    from ..validation.suite import SuiteConfig, run_suite
+    from ..validation.workloads import images_for
+
+    if cni is not None:
+        params = params.model_copy(update={"cni": cni})
+    target = targets.resolve(params, state_get)
+    suite = run_suite(kube, SuiteConfig.from_params(params, images_for(params, target)), progress=progress)
     frame = suite.frame.copy()
     frame.attrs["summary"] = suite.summary
-    out = {"validation": frame}
-    return out
+    return {"validation": frame}
 
 
 def apply_stage(ctx, lp: LifecyclePlan, *, progress=print, validate: bool = True, disruption=None):
     """Stage 05 outside plan mode: carry out ``lp`` (refused plans are never applied)."""
     from ..cni.install import write_target
     from ..kube import Kube
-    from ..kube.client import cluster_kubeconfig
     from .apply import apply_upgrade
 
     if lp.plan is None or not lp.ok:
         return None
     params = ctx.params
     lc = params.lifecycle
-    kubeconfig, context = cluster_kubeconfig(params, ctx.get)
-    kube = Kube.from_kubeconfig(kubeconfig, context)
-    write_target(ctx.artifacts, kubeconfig, context)
+    path, context = kubeconfig(params, ctx.get)
+    kube = Kube.from_kubeconfig(path, context)
+    write_target(ctx.artifacts, path, context)
     try:
         if lp.mode == "replace":
             return _apply_replacement(ctx, lp, kube, progress=progress, validate=validate, disruption=disruption)
         dry = bool(lc.target.server_dry_run)
-        check = (lambda: validation_tables(kube, params, progress=progress)) if validate and not dry else None
+        check = (lambda: validation_tables(kube, params, ctx.get, progress=progress)) if validate and not dry else None
         helm = None
         if lp.plan.helm_release and lp.target is not None and lp.target.source is not None:
             from ..cni import helm as helm_route
@@ -240,7 +254,7 @@ def apply_stage(ctx, lp: LifecyclePlan, *, progress=print, validate: bool = True
 
             raise LifecycleError("the installed CNI was not read from the cluster; nothing is applied")
         return apply_upgrade(kube, lp.plan, record_dir=ctx.artifacts, dry_run=dry, rollout_timeout_s=lc.rollout_timeout_s,
-                             rollback_on_failure=lc.rollback_on_failure, helm_chart=helm, kubeconfig=str(kubeconfig),
+                             rollback_on_failure=lc.rollback_on_failure, helm_chart=helm, kubeconfig=str(path),
                              validate=check, disruption=disruption, progress=progress)
     finally:
         kube.close()
@@ -264,8 +278,79 @@ def _apply_replacement(ctx, lp: LifecyclePlan, kube, *, progress, validate: bool
 
     objects = objects_for_cluster(lp.target.rendered, kube, namespace=lc.target.namespace)
     timeouts = Timeouts(rollout_s=lc.rollout_timeout_s)
-    check = (lambda: validation_tables(kube, params, progress=progress)) if validate else None
+    phase = {"after": False}
+
+    def check():  # before: the installed CNI's agent; after the install: the target's
+        cni = lc.target if phase["after"] else None
+        phase["after"] = True
+        return validation_tables(kube, params, ctx.get, cni=cni, progress=progress)
+
+    check = check if validate else None
     return apply_replacement(kube, lp.plan, installed=installed, target_objects=objects, record_dir=ctx.artifacts,
                              run_on_nodes=on_nodes, timeouts=timeouts, namespace=lc.target.namespace,
                              rollout_timeout_s=lc.rollout_timeout_s, rollback_on_failure=lc.rollback_on_failure,
                              validate=check, disruption=disruption, progress=progress)
+
+
+# ----------------------------------------------------------------------------- the stage class
+
+_REFUSAL_KEYS = (
+    ("supports the Kubernetes version", "lifecycle.accept.unsupported_kube_version",
+     "a target supported on this Kubernetes version, or the explicit acceptance"),
+    ("version skew", "lifecycle.accept.version_skew", "a target within the skew rule, or the explicit acceptance"),
+    ("does not enforce NetworkPolicy", "lifecycle.accept.policies_not_enforced",
+     "no NetworkPolicy in force, a target that enforces them, or the explicit acceptance"),
+    ("lifecycle.target", "lifecycle.target", "the CNI after the operation, shaped like `cni`"),
+    ("lifecycle.pod_restart", "lifecycle.pod_restart", "node-by-node or all-at-once"),
+)
+
+
+def refusal_finding(text: str):
+    """A refusal as the stage layer's blocking :class:`~cni_runbook.stages.base.Finding` (params key named)."""
+    from ..stages.base import Finding
+
+    for needle, key, expected in _REFUSAL_KEYS:
+        if needle in text:
+            return Finding(key, text, expected=expected)
+    return Finding("cni", text, expected="an installed CNI this runbook can read (made by stage 02 or Helm)")
+
+
+def _stage_base():
+    from ..stages.base import Stage
+
+    return Stage
+
+
+class LifecycleStage(_stage_base()):
+    """Stage 05 on the stage base: ``plan`` -> :func:`plan_stage`, ``apply`` -> :func:`apply_stage`."""
+
+    def plan(self, ctx):
+        from ..stages import outline
+        from ..stages.base import Plan, View
+        from . import views
+
+        lp = plan_stage(ctx)
+        artifacts = write_plan_artifacts(ctx, lp)
+        return Plan(actions=lp.actions() or outline(ctx.stage.id, ctx.params),
+                    findings=[refusal_finding(r) for r in lp.refusals],
+                    views=[View(caption, obj, "object", "plan") for caption, obj in views.plan_views(lp)],
+                    artifacts=artifacts, data={"lifecycle": lp}, summary=lp.summary())
+
+    def planned(self, ctx, plan):
+        from ..stages.base import Outcome
+
+        lp = plan.data["lifecycle"]
+        args = __import__("cni_runbook.lifecycle.views", fromlist=["result_args"]).result_args(lp, plan=True)
+        return Outcome(args["status"], args["summary"], args.get("checks", []), args.get("data", {}))
+
+    def apply(self, ctx, plan):
+        from ..stages.base import Outcome, View
+        from . import views
+
+        lp = plan.data["lifecycle"]
+        if lp.plan is None:
+            return self.planned(ctx, plan)
+        result = apply_stage(ctx, lp, progress=print)
+        args = views.result_args(lp, result, plan=False)
+        return Outcome(args["status"], args["summary"], args.get("checks", []), args.get("data", {}),
+                       [View(caption, obj, "object", "apply") for caption, obj in views.apply_views(result)])

@@ -48,7 +48,8 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("03_validation", "Network validation", ("provisioner", "validation")),
     StageSpec("04_policy_qos", "NetworkPolicy and QoS", ("provisioner", "policy", "qos")),
     StageSpec("05_cni_lifecycle", "CNI lifecycle: upgrade in place or replacement",
-              ("provisioner", "cluster", "kubespray", "cni", "lifecycle", "validation", "policy")),
+              ("provisioner", "cluster", "kubespray", "cni", "lifecycle", "validation", "policy"),
+              "cni_runbook.lifecycle.stage:LifecycleStage"),
 )
 STAGE_IDS: tuple[str, ...] = tuple(s.id for s in STAGES)
 
@@ -144,7 +145,7 @@ def _cni(p) -> list[dict[str, str]]:
         out.append(_action("apply", cni.namespace, mode))
     if not cni.server_dry_run:
         out.append(_action("wait", "nodes", "CNI pods Ready, every node Ready, CoreDNS Running"))
-    from .lifecycle.compat import check_kube
+    from ..lifecycle.compat import check_kube
 
     compat = check_kube(cni.profile, cni.version, p.kubespray.kube_version, declared=cni.compatibility,
                         kube_from="kubespray.kube_version; the apply checks the live server",
