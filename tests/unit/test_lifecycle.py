@@ -364,3 +364,13 @@ lifecycle:
     assert [f.key for f in planned.blocking] == ["lifecycle.accept.version_skew"]
     outcome = job.run_apply(planned)
     assert outcome.status == "failed" and "version skew" in outcome.summary
+
+
+def test_disruption_pairs_cover_every_node_other_nodes_first():
+    from cni_runbook.lifecycle.disruption import sample_pairs
+
+    pairs = sample_pairs(["w2", "cp1", "w1"], 6)
+    assert pairs == [("cp1", "w1"), ("w1", "w2"), ("w2", "cp1"), ("cp1", "w2"), ("w1", "cp1"), ("w2", "w1")]
+    assert {a for a, _ in pairs} == {b for _, b in pairs} == {"cp1", "w1", "w2"}
+    assert sample_pairs(["n1"], 3) == [("n1", "n1")] and sample_pairs([], 3) == []
+    assert len(sample_pairs(["a", "b"], 10)) == 4  # every ordered pair once: 2 other-node, 2 same-node

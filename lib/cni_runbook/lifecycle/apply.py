@@ -15,7 +15,8 @@ engine, restart every controller-owned pod that is not hostNetwork (node by node
 once), list what is left of the old CNI on every node.
 
 ``validate`` (before and after, the same): a callable returning a dict of named result
-tables; the stage passes stage 03's suite and stage 04's truth tables. ``disruption``: a
+tables; the stage passes stage 03's suite and stage 04's truth tables (informational tables,
+e.g. truth tables under a CNI that does not enforce NetworkPolicy, never fail the operation). ``disruption``: a
 context manager factory around the operation (the streaming probe) whose result has
 ``outages`` (a DataFrame of per-pair outage windows); None: not measured.
 """
@@ -91,9 +92,17 @@ class LifecycleResult:
                              for s in self.steps], columns=["step", "status", "time_s", "detail"])
 
     def record(self) -> dict[str, Any]:
-        return {"mode": self.mode, "dry_run": self.dry_run, "ok": self.ok, "rolled_back": self.rolled_back,
-                "rollback": self.rollback_detail, "error": self.error, "steps": self.checks(),
-                "previous": str(self.previous) if self.previous else None}
+        out = {"mode": self.mode, "dry_run": self.dry_run, "ok": self.ok, "rolled_back": self.rolled_back,
+               "rollback": self.rollback_detail, "error": self.error, "steps": self.checks(),
+               "previous": str(self.previous) if self.previous else None}
+        measured = self.disruption
+        if measured is not None and getattr(measured, "result", None) is not None:
+            from .compare import disruption_figures
+
+            out["disruption"] = {**disruption_figures(measured.per_pair()), "summary": measured.result.summary,
+                                 "per_pair": measured.per_pair().to_dict("records"),
+                                 "per_node": measured.result.nodes.to_dict("records")}
+        return out
 
     def views(self) -> list[tuple[str, Any]]:
         from .. import display
@@ -103,15 +112,29 @@ class LifecycleResult:
             from .compare import side_by_side
 
             out.append((f"before/after {name}", display.table(side_by_side(self.before.get(name), self.after.get(name),
+                                                                          key=_result_key(self.before, self.after, name),
                                                                           value=_result_column(self.before, self.after, name)),
                                                              caption=f"{name}: before | after")))
-        if self.disruption is not None:
-            from .compare import disruption_summary
+        measured = self.disruption
+        if measured is not None and getattr(measured, "result", None) is not None:
+            from .compare import disruption_figures
 
-            out.append(("disruption", display.table(disruption_summary(self.disruption), caption="disruption per pair")))
+            figures = disruption_figures(measured.per_pair())
+            out.append(("disruption", display.table(measured.per_pair(), caption=(
+                f"disruption per pair: median {figures['median_outage_s']:.2f} s, max {figures['max_outage_s']:.2f} s; "
+                + measured.result.summary))))
+            out.append(("disruption per node", display.table(measured.result.nodes, caption="disruption per node")))
+            out.append(("timeline", measured.result.figure(title="probe pairs during the operation")))
+        elif measured is not None and getattr(measured, "error", ""):
+            out.append(("disruption", display.table([{"disruption": f"not measured: {measured.error}"}])))
         if self.leftovers is not None:
             out.append(("leftovers", display.table(self.leftovers, caption="left of the old CNI on the nodes (empty: none)")))
         return out
+
+
+def _result_key(before: dict, after: dict, name: str) -> str:
+    frame = before.get(name) if before.get(name) is not None else after.get(name)
+    return "set" if "set" in getattr(frame, "columns", ()) else "test"
 
 
 def _result_column(before: dict, after: dict, name: str) -> str:
@@ -214,8 +237,10 @@ def apply_upgrade(kube, plan, *, record_dir: Path, dry_run: bool = False, rollou
     applier = Applier(kube, progress=say)
     doing = "starting"
     window = disruption() if disruption is not None else contextlib.nullcontext()
+    probe = None
     try:
         with window as probe:
+            result.disruption = probe
             crds = [o for o in objects if o.phase == "crds"]
             if crds:
                 doing = "applying the CRDs"
@@ -248,8 +273,6 @@ def apply_upgrade(kube, plan, *, record_dir: Path, dry_run: bool = False, rollou
                 doing = f"deleting {row.kind} {row.name}"
                 _timed(result, f"delete {row.kind} {row.namespace + '/' if row.namespace else ''}{row.name}",
                        lambda row=row: _delete(kube, plan.installed.objects, row))
-        if probe is not None:
-            result.disruption = getattr(probe, "outages", None)
         if validate is not None:
             doing = "after: validation"
             result.after = _timed_value(result, "after: validation", validate)
@@ -292,6 +315,8 @@ def _timed_value(result: LifecycleResult, name: str, func: Callable[[], dict[str
 def _failed_tables(tables: dict[str, Any]) -> str:
     bad = []
     for name, frame in tables.items():
+        if getattr(frame, "attrs", {}).get("informational"):
+            continue  # e.g. the truth tables under a CNI that does not enforce NetworkPolicy
         column = next((c for c in ("result", "status") if c in getattr(frame, "columns", ())), None)
         if frame is not None and column:
             n = int((frame[column] == "failed").sum())

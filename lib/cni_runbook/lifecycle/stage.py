@@ -203,11 +203,17 @@ def write_plan_artifacts(ctx, lp: LifecyclePlan) -> list[str]:
 __all__ = ["LifecyclePlan", "connect", "plan_stage", "write_plan_artifacts", "Installed"]
 
 
-def validation_tables(kube, params, state_get, *, cni=None, progress=None) -> dict[str, Any]:
-    """Stage 03's suite as a result table (``status`` per test): the before/after of an operation.
+def validation_tables(kube, params, state_get, *, cni=None, record_dir=None, progress=None) -> dict[str, Any]:
+    """The before/after of an operation, as result tables.
 
-    ``cni``: the CNI in place at that moment (its agent is checked), default ``params.cni``.
+    ``validation``: stage 03's suite (``result`` per test); ``truth tables`` (when
+    ``lifecycle.truth_tables`` and ``record_dir``): stage 04's verification of the policy sets of
+    ``policy`` (``status`` per set). ``cni``: the CNI in place at that moment (its agent is
+    checked), default ``params.cni``; when it does not enforce NetworkPolicy its truth tables are
+    recorded but informational (they cannot pass).
     """
+    import pandas as pd
+
     from ..provision import targets
     from ..validation.suite import SuiteConfig, run_suite
     from ..validation.workloads import images_for
@@ -218,7 +224,40 @@ def validation_tables(kube, params, state_get, *, cni=None, progress=None) -> di
     suite = run_suite(kube, SuiteConfig.from_params(params, images_for(params, target)), progress=progress)
     frame = suite.frame.copy()
     frame.attrs["summary"] = suite.summary
-    return {"validation": frame}
+    out = {"validation": frame}
+    if params.lifecycle.truth_tables and record_dir is not None:
+        from ..policy import verify
+        from ..policy.workloads import probe_image
+
+        run = verify.run(kube, params.policy, probe_image(params, target), Path(record_dir), progress=progress)
+        table = pd.DataFrame([r.row() for r in run.results], columns=["set", "correct", "incorrect", "unknown", "status",
+                                                                      "message"])
+        if run.error:
+            table = pd.DataFrame([{"set": "baseline", "status": "failed", "message": run.error}])
+        enforces = profiles.facts(params.cni.profile, enforces_network_policy=(
+            params.lifecycle.target_enforces_network_policy if cni is not None else None)).enforces_network_policy
+        table.attrs["summary"] = f"{len(table)} set(s): " + ", ".join(f"{r.set} {r.status}" for r in table.itertuples())
+        table.attrs["informational"] = not enforces
+        out["truth tables"] = table
+    return out
+
+
+def disruption_factory(kube, params, state_get, *, progress=None):
+    """A factory of :func:`.disruption.measure` windows for this cluster; None without the streaming probe."""
+    import importlib.util
+    import json
+
+    if importlib.util.find_spec("cni_runbook.validation.stream") is None:
+        return None
+    from ..provision import targets
+    from ..validation.workloads import images_for
+    from .disruption import measure
+
+    lc = params.lifecycle
+    images = images_for(params, targets.resolve(params, state_get))
+    nodes = [n["metadata"]["name"] for n in json.loads(kube.core.list_node(_preload_content=False).data)["items"]]
+    return lambda: measure(kube, nodes=nodes, images=images, pairs=lc.disruption.sample_pairs,
+                           interval_s=lc.disruption.interval_s, progress=progress)
 
 
 def apply_stage(ctx, lp: LifecyclePlan, *, progress=print, validate: bool = True, disruption=None):
@@ -238,7 +277,9 @@ def apply_stage(ctx, lp: LifecyclePlan, *, progress=print, validate: bool = True
         if lp.mode == "replace":
             return _apply_replacement(ctx, lp, kube, progress=progress, validate=validate, disruption=disruption)
         dry = bool(lc.target.server_dry_run)
-        check = (lambda: validation_tables(kube, params, ctx.get, progress=progress)) if validate and not dry else None
+        rounds = iter(range(1, 100))
+        check = (lambda: validation_tables(kube, params, ctx.get, record_dir=ctx.artifacts / f"checks-{next(rounds)}",
+                                           progress=progress)) if validate and not dry else None
         helm = None
         if lp.plan.helm_release and lp.target is not None and lp.target.source is not None:
             from ..cni import helm as helm_route
@@ -253,6 +294,8 @@ def apply_stage(ctx, lp: LifecyclePlan, *, progress=print, validate: bool = True
             from .errors import LifecycleError
 
             raise LifecycleError("the installed CNI was not read from the cluster; nothing is applied")
+        if disruption is None and not dry:
+            disruption = disruption_factory(kube, params, ctx.get, progress=progress)
         return apply_upgrade(kube, lp.plan, record_dir=ctx.artifacts, dry_run=dry, rollout_timeout_s=lc.rollout_timeout_s,
                              rollback_on_failure=lc.rollback_on_failure, helm_chart=helm, kubeconfig=str(path),
                              validate=check, disruption=disruption, progress=progress)
@@ -282,8 +325,9 @@ def _apply_replacement(ctx, lp: LifecyclePlan, kube, *, progress, validate: bool
 
     def check():  # before: the installed CNI's agent; after the install: the target's
         cni = lc.target if phase["after"] else None
+        where = ctx.artifacts / ("checks-after" if phase["after"] else "checks-before")
         phase["after"] = True
-        return validation_tables(kube, params, ctx.get, cni=cni, progress=progress)
+        return validation_tables(kube, params, ctx.get, cni=cni, record_dir=where, progress=progress)
 
     check = check if validate else None
     return apply_replacement(kube, lp.plan, installed=installed, target_objects=objects, record_dir=ctx.artifacts,

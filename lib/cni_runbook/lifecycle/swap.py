@@ -200,8 +200,7 @@ def apply_replacement(kube, plan, *, installed, target_objects, record_dir: Path
             doing = "restarting the pods"
             _timed(result, f"restart pods ({plan.restart})",
                    lambda: restart_pods(kube, strategy=plan.restart, before=started, timeout=rollout_timeout_s, progress=say))
-        if probe is not None:
-            result.disruption = getattr(probe, "outages", None)
+        result.disruption = probe
         if validate is not None:
             doing = "after: validation"
             result.after = _timed_value(result, "after: validation", validate)

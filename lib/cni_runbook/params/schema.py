@@ -377,6 +377,8 @@ class Lifecycle(Strict):
     rollback_on_failure: bool = Field(True, description="restore the recorded previous objects when the rollout "
                                       "or the after-checks fail")
     rollout_timeout_s: int = Field(300, ge=10, description="per DaemonSet/Deployment rollout")
+    truth_tables: bool = Field(True, description="before/after: also stage 04's truth tables of the policy sets "
+                               "of `policy` (scenarios, files)")
     current_leftovers: Leftovers | None = Field(None, description="a generic installed CNI's node leftovers")
     target_enforces_network_policy: bool | None = Field(None, description="a generic target: does it enforce "
                                                         "NetworkPolicy? null: the profile knows")
