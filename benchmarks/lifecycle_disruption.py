@@ -1,0 +1,97 @@
+"""Benchmark: the disruption each real lab CNI operation of stage 05 causes.
+
+For every operation the streaming probe runs over the sampled pod pairs (all nodes) while
+stage 05 applies it; printed per operation: pairs, median and max outage per pair (seconds),
+and the same for an idle window of the same probes (the baseline: the measurement's own noise),
+so later changes to the order of steps can be compared. Run as root, against your lab index:
+
+    CNI_RUNBOOK_LAB_INDEX=7 .venv/bin/python benchmarks/lifecycle_disruption.py [--ops broken-upgrade]
+
+Operations: ``broken-upgrade`` (the lab CNI to images that do not exist: rollout timeout, then
+the rollback to the recorded objects), ``flannel-upgrade`` (flannel v0.28.4 -> v0.28.10, needs the
+flannel lab profile: params/examples/lab-upgrade-flannel.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OPS = {
+    "broken-upgrade": ("lab-upgrade-broken.yaml", ["lifecycle.rollout_timeout_s=40"]),
+    "flannel-upgrade": ("lab-upgrade-flannel.yaml", []),
+}
+
+
+def run_op(name: str, example: str, extra: list[str], work: Path) -> dict:
+    from cni_runbook.lifecycle import stage as lifecycle_stage
+    from cni_runbook.lifecycle.compare import disruption_figures
+    from cni_runbook.state import open_stage
+
+    ctx = open_stage("05_cni_lifecycle", [str(ROOT / "params" / "lab.yaml"), str(ROOT / "params" / "examples" / example)],
+                     ["lifecycle.truth_tables=false", *extra], work / name, False)
+    plan = lifecycle_stage.plan_stage(ctx)
+    if not plan.ok:
+        return {"op": name, "error": "; ".join(plan.refusals)}
+    started = time.monotonic()
+    result = lifecycle_stage.apply_stage(ctx, plan, progress=lambda _m: None, validate=False)
+    measured = result.disruption
+    if measured is None or measured.result is None:
+        return {"op": name, "error": getattr(measured, "error", "") or "no measurement (streaming probe absent?)"}
+    return {"op": name, "seconds": round(time.monotonic() - started, 1), "rolled_back": result.rolled_back,
+            **disruption_figures(measured.per_pair())}
+
+
+def idle(seconds: float, work: Path) -> dict:
+    from cni_runbook.kube import Kube
+    from cni_runbook.lab.config import LabConfig
+    from cni_runbook.lifecycle.compare import disruption_figures
+    from cni_runbook.lifecycle.stage import disruption_factory
+    from cni_runbook.params import load_params
+
+    params = load_params([str(ROOT / "params" / "lab.yaml")]).params
+    kube = Kube.from_kubeconfig(LabConfig().admin_kubeconfig)
+    try:
+        with disruption_factory(kube, params, lambda _k, d=None: d)() as measured:
+            time.sleep(seconds)
+    finally:
+        kube.close()
+    return {"op": f"idle {seconds:.0f} s (baseline)", **disruption_figures(measured.per_pair())}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ops", nargs="*", default=list(OPS), choices=list(OPS))
+    parser.add_argument("--idle-s", type=float, default=20)
+    args = parser.parse_args()
+    from cni_runbook.lab import cluster
+    from cni_runbook.lab.config import LabConfig
+
+    cfg = LabConfig()
+    if cluster.phase(cfg) != "cluster":
+        cluster.up(cfg, progress=lambda _m: None)
+    cluster.install_cni(cfg, progress=lambda _m: None)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        rows.append(idle(args.idle_s, Path(tmp)))
+        for name in args.ops:
+            example, extra = OPS[name]
+            if not (ROOT / "params" / "examples" / example).is_file():
+                rows.append({"op": name, "error": f"params/examples/{example} missing"})
+                continue
+            rows.append(run_op(name, example, extra, Path(tmp)))
+    for row in rows:
+        if "error" in row:
+            print(f"{row['op']:<28} not measured: {row['error']}")
+        else:
+            print(f"{row['op']:<28} pairs {row['pairs']:>3}  median outage/pair {row['median_outage_s']:6.2f} s  "
+                  f"max outage {row['max_outage_s']:6.2f} s" + (f"  ({row['seconds']} s, rolled back)" if row.get("rolled_back") else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
