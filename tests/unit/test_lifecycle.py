@@ -234,7 +234,7 @@ def test_kubespray_group_vars_after_the_replacement_with_a_diff():
 
 LISTING = "\n".join([
     "conflist\t/etc/cni/net.d/10-kuberouter.conflist", "interface\tlo", "interface\tkube-bridge", "interface\ttun-10a",
-    "interface\teth0", "chain\tfilter/KUBE-ROUTER-FORWARD", "chain\tfilter/KUBE-FORWARD", "chain\tnat/KUBE-SERVICES",
+    "interface\teth0", "chain\tiptables-legacy:filter/KUBE-ROUTER-FORWARD", "chain\tiptables-nft:filter/KUBE-FORWARD", "chain\tiptables-legacy:nat/KUBE-SERVICES",
     "ipset\tkube-router-pod-subnets", "ipset\tKUBE-DST-ABC", "route\t10.233.65.0/24 via 10.99.7.12 dev eth0 proto 17",
     "route\t10.233.64.0/24 dev kube-bridge", "junk line"])
 
@@ -244,7 +244,7 @@ def test_leftovers_found_in_a_listing():
                                   pod_cidrs=["10.233.64.0/24", "10.233.65.0/24"], own_pod_cidr="10.233.64.0/24")
     names = {(r["what"], r["name"]) for r in found}
     assert ("interface", "kube-bridge") in names and ("interface", "tun-10a") in names
-    assert ("iptables chain", "filter/KUBE-ROUTER-FORWARD") in names and ("iptables chain", "filter/KUBE-FORWARD") not in names
+    assert ("iptables chain", "iptables-legacy:filter/KUBE-ROUTER-FORWARD") in names and ("iptables chain", "iptables-nft:filter/KUBE-FORWARD") not in names
     assert ("ipset", "KUBE-DST-ABC") in names and ("route", "10.233.65.0/24 via 10.99.7.12 dev eth0 proto 17") in names
     assert ("interface", "eth0") not in names and len(found) == 7
 
@@ -374,3 +374,32 @@ def test_disruption_pairs_cover_every_node_other_nodes_first():
     assert {a for a, _ in pairs} == {b for _, b in pairs} == {"cp1", "w1", "w2"}
     assert sample_pairs(["n1"], 3) == [("n1", "n1")] and sample_pairs([], 3) == []
     assert len(sample_pairs(["a", "b"], 10)) == 4  # every ordered pair once: 2 other-node, 2 same-node
+
+
+def test_only_controller_owned_pods_that_are_not_host_network_are_restarted():
+    from cni_runbook.lifecycle.swap import by_node, restartable
+
+    def pod(name, node, *, host=False, owner=True, created="2026-12-01T10:00:00Z", phase="Running"):
+        meta = {"name": name, "namespace": "x", "creationTimestamp": created}
+        if owner:
+            meta["ownerReferences"] = [{"kind": "ReplicaSet", "controller": True}]
+        return {"metadata": meta, "spec": {"nodeName": node, "hostNetwork": host}, "status": {"phase": phase}}
+
+    pods = [pod("a", "n1"), pod("b", "n2"), pod("agent", "n1", host=True), pod("bare", "n1", owner=False),
+            pod("new", "n2", created="2026-12-01T12:00:00Z"), pod("done", "n1", phase="Succeeded")]
+    restart, bare = restartable(pods, before="2026-12-01T11:00:00Z")
+    assert [p["metadata"]["name"] for p in restart] == ["a", "b"] and [p["metadata"]["name"] for p in bare] == ["bare"]
+    assert list(by_node(restart)) == ["n1", "n2"]
+
+
+def test_upgrade_result_shows_before_after_side_by_side_and_records_steps():
+    from cni_runbook.lifecycle.apply import LifecycleResult, Step
+
+    result = LifecycleResult("upgrade", steps=[Step("rollout DaemonSet kube-system/x", "failed", "timed out")],
+                             rolled_back=True, rollback_detail="re-applied 5", error="upgrade failed while waiting")
+    result.before = {"validation": pd.DataFrame({"test": ["t1"], "result": ["passed"]})}
+    result.after = {"validation": pd.DataFrame({"test": ["t1"], "result": ["passed"]})}
+    assert not result.ok and "ROLLED BACK" in result.summary()
+    captions = [c for c, _ in result.views()]
+    assert captions == ["steps", "before/after validation"]
+    assert result.record()["rolled_back"] is True and result.checks()[0]["status"] == "failed"

@@ -20,6 +20,11 @@ import yaml
 
 from .profiles import Leftovers
 
+#: iptables has two backends (legacy, nft) and a CNI may use either (its image decides): both are
+#: listed and cleaned, each with its own binaries; plain ``iptables`` when neither variant exists.
+_BACKENDS = ('backends=""; for b in iptables-legacy iptables-nft; do command -v "$b-save" >/dev/null 2>&1 && '
+             'backends="$backends $b"; done; [ -n "$backends" ] || backends=iptables')
+
 SECTIONS = ("conflist", "binary", "interface", "chain", "ipset", "route", "file")
 LISTING_TASK = "list CNI leftovers"
 CLEANUP_TASK = "remove CNI leftovers"
@@ -34,7 +39,9 @@ def listing_script(leftovers: Leftovers | None = None) -> str:
         'for f in /etc/cni/net.d/*; do [ -e "$f" ] && printf "conflist\\t%s\\n" "$f"; done',
         f'for f in {binaries}; do [ -e "$f" ] && printf "binary\\t%s\\n" "$f"; done' if binaries else ":",
         "ip -o link show | awk -F': ' '{split($2, n, \"@\"); printf \"interface\\t%s\\n\", n[1]}'",
-        "for t in filter nat mangle raw; do iptables-save -t $t 2>/dev/null | awk -v t=$t '/^:/ {printf \"chain\\t%s/%s\\n\", t, substr($1, 2)}'; done",
+        _BACKENDS,
+        "for b in $backends; do for t in filter nat mangle raw; do ${b}-save -t $t 2>/dev/null | "
+        "awk -v t=$t -v b=$b '/^:/ {printf \"chain\\t%s:%s/%s\\n\", b, t, substr($1, 2)}'; done; done",
         "ipset list -n 2>/dev/null | awk '{printf \"ipset\\t%s\\n\", $1}'",
         "ip -4 route show | awk '{printf \"route\\t%s\\n\", $0}'",
         f'for f in {files}; do [ -e "$f" ] && printf "file\\t%s\\n" "$f"; done' if files else ":",
@@ -106,15 +113,16 @@ def cleanup_script(leftovers: Leftovers, *, pod_cidrs: Iterable[str] = ()) -> st
     if leftovers.iptables_chains:
         regex = "|".join(leftovers.iptables_chains)
         lines += [
-            "for t in filter nat mangle raw; do",
-            f"  chains=$(iptables-save -t $t 2>/dev/null | awk '/^:/ {{print substr($1, 2)}}' | grep -E '^({regex})' || true)",
+            _BACKENDS,
+            "for b in $backends; do for t in filter nat mangle raw; do",
+            f"  chains=$(${{b}}-save -t $t 2>/dev/null | awk '/^:/ {{print substr($1, 2)}}' | grep -E '^({regex})' || true)",
             '  [ -z "$chains" ] && continue',
             # delete every rule that jumps to one of the chains (from any chain), then flush and delete them
-            f"  iptables-save -t $t | grep -E -- '-j ({regex})' | sed 's/^-A /-D /' | while read -r rule; do "
-            "eval iptables -t $t $rule 2>/dev/null || true; done",
-            '  for c in $chains; do iptables -t $t -F "$c" 2>/dev/null || true; done',
-            '  for c in $chains; do iptables -t $t -X "$c" 2>/dev/null && say "chain $t/$c"; done',
-            "done",
+            f"  ${{b}}-save -t $t | grep -E -- '-j ({regex})' | sed 's/^-A /-D /' | while read -r rule; do "
+            "eval $b -t $t $rule 2>/dev/null || true; done",
+            '  for c in $chains; do $b -t $t -F "$c" 2>/dev/null || true; done',
+            '  for c in $chains; do $b -t $t -X "$c" 2>/dev/null && say "chain $b:$t/$c"; done',
+            "done; done",
         ]
     if leftovers.ipsets:
         regex = "|".join(leftovers.ipsets)
