@@ -49,6 +49,8 @@ cluster:
   nodes:
     - {name: n1, roles: [kube_control_plane, etcd, kube_node], ansible_host: 192.0.2.10, ip: 192.0.2.10}
 cni:
+  profile: lab  # a local source: plan mode fetches and renders remote ones, and this machine is offline
+  version: null
   registry_credentials: {username: puller, password: "env:CANARY_REGISTRY_PW"}
 """)
     return site

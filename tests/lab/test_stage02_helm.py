@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cni_runbook.cni import install as engine
+from cni_runbook import cni as engine
 from cni_runbook.cni.helm import template, upgrade_install
 from cni_runbook.lab import cluster
 from kube_tools import kube_tools

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cni_runbook.cni import install as engine
+from cni_runbook import cni as engine
 from cni_runbook.cni.errors import ManifestError
 from cni_runbook.cni.manifests import Manifest
 from cni_runbook.lab.images import LAB_REGISTRY

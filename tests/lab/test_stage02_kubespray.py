@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cni_runbook.cni import install as engine
+from cni_runbook import cni as engine
 from cni_runbook.cni.kubespray_route import GROUP_VARS_FILE, install_via_kubespray, write_custom_cni
 from cni_runbook.cni.manifests import Manifest
 from cni_runbook.kubespray import ClusterVars, Host, write_inventory_dir

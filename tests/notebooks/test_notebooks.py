@@ -76,3 +76,37 @@ def test_plain_papermill_with_a_params_file(tmp_path):
     recorded = yaml.safe_load((tmp_path / "run" / "artifacts" / "00_preflight" / "params.yaml").read_text())
     assert [n["name"] for n in recorded["cluster"]["nodes"]] == ["cp1", "cp2", "cp3", "w1", "w2"]
     assert recorded["provisioner"]["kind"] == "kubespray"
+
+
+#: the notebooks on the stage base (docs/stage-contract.md): open, plan, show, apply, show, result
+ON_THE_BASE = [p for p in NOTEBOOKS if p.stem in stages.STAGE_IDS and stages.get(p.stem).impl]
+
+
+@pytest.mark.parametrize("path", ON_THE_BASE, ids=lambda p: p.name)
+def test_code_cells_hold_no_logic(path):
+    """No function definitions, loops, branches or comprehensions: the stage's class has the logic."""
+    nb = nbformat.read(path, as_version=4)
+    banned = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.For, ast.While, ast.If, ast.IfExp,
+              ast.ListComp, ast.DictComp, ast.SetComp, ast.GeneratorExp, ast.Try)
+    found = [(i, type(n).__name__) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+             for n in ast.walk(ast.parse(c.source)) if isinstance(n, banned)]
+    assert found == []
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    for call in ("stages.open(", "job.run_plan()", "job.run_apply(planned)", "job.finish(outcome)"):
+        assert code.count(call) == 1, call
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_cells_have_ids(path):
+    """nbformat 4.5 cell ids, so nbformat raises no MissingIDFieldWarning."""
+    nb = nbformat.read(path, as_version=4)
+    assert (nb.nbformat, nb.nbformat_minor) >= (4, 5)
+    assert all(c.get("id") for c in nb.cells)
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem in stages.STAGE_IDS], ids=lambda p: p.name)
+def test_help_notebook_shows_the_parameter_types(path):
+    """`papermill --help-notebook` reads the type comments of the parameters cell."""
+    found = {name: p["inferred_type_name"] for name, p in papermill.inspect_notebook(str(path)).items()}
+    if stages.get(path.stem).impl:
+        assert found["plan"] == "Optional[bool]" and found["params_files"] == "list[str]" and found["stage"] == "str"

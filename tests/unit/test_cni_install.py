@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from cni_runbook import cli
-from cni_runbook.cni import install as engine
+from cni_runbook import cni as engine
+from cni_runbook.cni import engine as install_module
 from cni_runbook.cni.errors import ManifestError, SettingsError, SourceError
 from cni_runbook.cni.kubespray_route import GROUP_VARS_FILE, record_changes, write_custom_cni, write_custom_cni_chart
 from cni_runbook.cni.manifests import Manifest, ordered_objects
@@ -26,6 +27,7 @@ from cni_runbook.kube.apply import Applied
 from cni_runbook.params.schema import Cni, CniSource, HelmChart, Params
 
 ROOT = Path(__file__).resolve().parents[2]
+DOUBLE = ROOT / "tests" / "doubles" / "kubespray"
 ANTREA = ROOT.parent / "shared" / "fixtures" / "antrea" / "antrea-v2.7.0-dev-manifest.yml"
 needs_antrea = pytest.mark.skipif(not ANTREA.is_file(), reason=f"{ANTREA} missing (shared fixture)")
 
@@ -52,18 +54,20 @@ def test_a_mirror_prefix_rewrites_the_images_and_the_diff_shows_it(tmp_path):
     assert list(changed["kind"]) == ["DaemonSet"] and changed["change"].tolist() == ["modified"]
 
 
-def test_plan_mode_does_not_download_a_remote_source(tmp_path, monkeypatch):
-    def no_network(*args, **kwargs):
-        raise AssertionError("plan mode must not download")
-
-    monkeypatch.setattr("cni_runbook.cni.sources._download", no_network)
-    prepared = engine.prepare(Cni(), tmp_path, plan=True)  # antrea v2.7.0 from its release URL
-    assert prepared.source is None and prepared.objects == ()
-    assert prepared.notes == ("plan mode: https://github.com/antrea-io/antrea/releases/download/v2.7.0/antrea.yml is "
-                              "not downloaded (a remote source); the apply run fetches and renders it",)
-    assert "not downloaded" in prepared.source_table()["origin"][0]
-    assert prepared.diff() == "" and prepared.changed_objects().empty
-    assert list(tmp_path.iterdir()) == []
+@needs_antrea
+def test_plan_mode_fetches_a_remote_source_read_only_and_renders_it(server, tmp_path):
+    """The stage's plan of a manifest-url source: fetched (a loopback server stands in for the
+    release download), rendered, its objects listed; PLANNED, nothing applied."""
+    root, base = server
+    (root / "v2.7.0").mkdir()
+    (root / "v2.7.0" / "antrea.yml").write_bytes(ANTREA.read_bytes())
+    stage = _stage(tmp_path, plan=True, profile="antrea", version="v2.7.0",
+                   source={"kind": "manifest-url", "url": base + "/{version}/antrea.yml"})
+    plan = stage.run_plan()
+    assert plan.blocking == [] and plan.data["objects"] == 47
+    assert (stage.ctx.artifacts / "rendered.yaml").is_file() and (stage.ctx.artifacts / "objects.csv").is_file()
+    outcome = stage.run_apply(plan)
+    assert outcome.status == "planned" and outcome.summary == "47 objects rendered; nothing was touched"
 
 
 @needs_antrea
@@ -342,11 +346,14 @@ def recorder(monkeypatch):
     rec = Recorder()
     monkeypatch.setattr("cni_runbook.kube.apply.Applier", rec.applier)
     monkeypatch.setattr("cni_runbook.kube.apply.preflight", lambda kube, objects, ns: [])
-    monkeypatch.setattr(engine, "_rollout", lambda kube, o, timeout, progress: rec.wait(f"rollout {o.ref.name}")())
-    monkeypatch.setattr(engine, "apiservices_available", rec.wait("apiservices"))
+    from cni_runbook.cni import waits
+
+    for module in (install_module, waits):  # the engine's waits, wherever they are called from
+        monkeypatch.setattr(module, "_rollout", lambda kube, o, timeout, progress: rec.wait(f"rollout {o.ref.name}")())
+        monkeypatch.setattr(module, "apiservices_available", rec.wait("apiservices"))
+        monkeypatch.setattr(module, "health_table", lambda kube, objects: None)
     monkeypatch.setattr("cni_runbook.kube.wait.nodes_ready", rec.wait("nodes"))
     monkeypatch.setattr("cni_runbook.kube.wait.pods_running", rec.wait("coredns"))
-    monkeypatch.setattr(engine, "health_table", lambda kube, objects: None)
     monkeypatch.setattr("cni_runbook.kube.apply.rollback", lambda kube, record, **kw: rec.calls.append("rollback") or
                         [Applied(**json.loads(line)) for line in reversed(Path(record).read_text().splitlines())])
     return rec
@@ -462,18 +469,25 @@ def test_write_target_names_the_kubeconfig_path_only(tmp_path):
     assert json.loads(text) == {"kubeconfig": str(kubeconfig), "context": "ctx"} and "secret-token-value" not in text
 
 
-def test_kubeconfig_for_each_provisioner(tmp_path):
+def test_the_target_for_each_provisioner(tmp_path):
+    from cni_runbook.provision import targets
+    from cni_runbook.target import Target
+
     kubeconfig = tmp_path / "kc"
     kubeconfig.write_text("x")
     existing = Params(provisioner={"kind": "existing", "kubeconfig": str(kubeconfig), "context": "c"})
-    assert engine.kubeconfig_for(existing, lambda key: None) == (kubeconfig, "c")
+    t = targets.resolve(existing, lambda key: None)
+    assert (t.kubeconfig_path, t.context) == (kubeconfig, "c")
     kubespray = Params(provisioner={"kind": "kubespray"}, cluster={"nodes": [
         {"name": "n1", "roles": ["kube_control_plane", "etcd", "kube_node"], "ansible_host": "192.0.2.1"}]})
-    with pytest.raises(engine.InstallError, match="stage 01 handed over no cluster"):
-        engine.kubeconfig_for(kubespray, lambda key: None)
-    assert engine.kubeconfig_for(kubespray, {"kubeconfig": str(kubeconfig)}.get) == (kubeconfig, None)
+    with pytest.raises(targets.NoTarget, match="stage 01 handed over no cluster"):
+        targets.resolve(kubespray, lambda key: None)
+    assert targets.resolve(kubespray, {"kubeconfig": str(kubeconfig)}.get).kubeconfig == str(kubeconfig)
     handed = {"kubeconfig": str(tmp_path / "from-stage-01"), "kube_context": "s1"}
-    assert engine.kubeconfig_for(existing, handed.get) == (tmp_path / "from-stage-01", "s1")
+    assert targets.resolve(existing, handed.get).context == "s1"
+    stage01 = Target(kubeconfig=str(tmp_path / "t"), provisioner="kubespray", images={"probe": "mirror/agnhost:1"})
+    got = targets.resolve(kubespray, {"target": stage01.as_dict()}.get)
+    assert got == stage01 and got.image("probe", "x") == "mirror/agnhost:1" and got.image("perf", "y") == "y"
 
 
 def test_cli_has_a_rollback_subcommand(tmp_path, capsys):
@@ -482,10 +496,11 @@ def test_cli_has_a_rollback_subcommand(tmp_path, capsys):
     assert "no artifacts/02_cni_install*/applied.jsonl" in capsys.readouterr().out
 
 
-# --------------------------------------------------------------------------- apply_stage
+# --------------------------------------------------------------------------- the stage
 
 
-def _stage(tmp_path, route: str = "direct", **cni):
+def _stage(tmp_path, route: str = "direct", plan: bool = False, **cni):
+    from cni_runbook.stages.cni_install import CniInstallStage
     from cni_runbook.state import open_stage
 
     (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
@@ -495,23 +510,26 @@ def _stage(tmp_path, route: str = "direct", **cni):
         "provisioner": {"kind": "existing", "kubeconfig": "./kubeconfig"},
         "cluster": {"ssh": {"user": "ops", "key_file": "./id_key"}, "nodes": [
             {"name": "cp1", "roles": ["kube_control_plane", "etcd", "kube_node"], "ansible_host": "192.0.2.10", "ip": "192.0.2.10"}]},
-        "kubespray": {"network_plugin": "custom_cni" if route == "kubespray_custom_cni" else "none", "dir": str(tmp_path)},
+        "kubespray": {"network_plugin": "custom_cni" if route == "kubespray_custom_cni" else "none",
+                      "dir": str(DOUBLE), "kube_version": "v1.35.4"},
         "cni": {"profile": "lab", "version": None, "route": route, **cni},
     }
     (tmp_path / "site.yaml").write_text(yaml.safe_dump(site))
-    return open_stage("02_cni_install", [str(tmp_path / "site.yaml")], [], tmp_path / "run", False)
+    return CniInstallStage(open_stage("02_cni_install", [str(tmp_path / "site.yaml")], [], tmp_path / "run", plan))
 
 
 @pytest.fixture()
 def offline_cluster(monkeypatch):
-    """apply_stage's cluster calls answered without a cluster: no live namespaces check, no CoreDNS."""
+    """The stage's cluster calls answered without a cluster: no live namespaces check, no CoreDNS."""
     monkeypatch.setattr("cni_runbook.kube.Kube.from_kubeconfig", classmethod(lambda cls, path, context=None: FakeKube()))
-    monkeypatch.setattr(engine, "objects_for_cluster",
+    monkeypatch.setattr(install_module, "objects_for_cluster",
                         lambda rendered, kube, namespace: ordered_objects(rendered.rendered, default_namespace=namespace))
 
 
-def test_apply_stage_kubespray_route_writes_inventory_group_vars_and_manifest(tmp_path, offline_cluster, monkeypatch):
-    ctx = _stage(tmp_path, route="kubespray_custom_cni")
+def test_kubespray_route_uses_stage_01s_job_with_the_inventory_in_the_private_folder(tmp_path, offline_cluster,
+                                                                                     monkeypatch):
+    stage = _stage(tmp_path, route="kubespray_custom_cni")
+    ctx = stage.ctx
     seen = {}
 
     def fake_install(kube, objects, **kwargs):
@@ -519,38 +537,83 @@ def test_apply_stage_kubespray_route_writes_inventory_group_vars_and_manifest(tm
         return None, engine.InstallResult(dry_run=False, applied=[Applied("v1", "ConfigMap", "kube-system", "x", "created")])
 
     monkeypatch.setattr("cni_runbook.cni.kubespray_route.install_via_kubespray", fake_install)
-    prepared = engine.prepare(ctx.params.cni, ctx.artifacts)
-    result = engine.apply_stage(ctx, prepared, progress=None)
+    outcome = stage.run_apply(stage.run_plan())
 
-    assert result.error == "" and result.counts == {"created": 1}
-    inventory = ctx.artifacts / "inventory"
-    assert seen["inventory"] == inventory / "inventory.yml" and Path(seen["kubespray_dir"]) == tmp_path
+    assert outcome.status == "passed" and outcome.data["counts"] == {"created": 1}, outcome.summary
+    inventory = stage.job.work_dir / "kubespray-inventory"
+    assert seen["inventory"] == inventory / "inventory.yml" and seen["job"] is stage.job
+    assert not str(inventory).startswith(str(ctx.run_dir)) and stage.job.work_dir.stat().st_mode & 0o777 == 0o700
     assert len(seen["objects"]) == 5
     hosts = yaml.safe_load((inventory / "inventory.yml").read_text())["all"]["hosts"]
     assert hosts["cp1"]["ansible_user"] == "ops" and hosts["cp1"]["ansible_ssh_private_key_file"] == str(tmp_path / "id_key")
     managed = yaml.safe_load((inventory / "group_vars" / "all" / "cni-runbook.yml").read_text())
-    assert managed["kube_network_plugin"] == "custom_cni"
-    custom = yaml.safe_load((inventory / GROUP_VARS_FILE).read_text())
-    assert custom["custom_cni_manifests"] == [str(inventory / "custom_cni" / "cni-runbook-cni.yml")]
+    assert managed["kube_network_plugin"] == "custom_cni" and managed["kube_version"] == "1.35.4"
+    manifest = inventory / "custom_cni" / "cni-runbook-cni.yml"
+    assert managed["custom_cni_manifests"] == [str(manifest)] and manifest.is_file()
     assert json.loads((ctx.artifacts / engine.TARGET_NAME).read_text())["kubeconfig"] == str(tmp_path / "kubeconfig")
+    # nothing Kubespray-owned (inventory, credentials/, artifacts/) in the run folder: only the copies
+    owned = [p for p in ctx.run_dir.rglob("*") if p.name in ("credentials", "custom_cni") or p.name == "admin.conf"]
+    assert owned == []
 
 
-def test_apply_stage_reports_a_failed_install_in_the_result(tmp_path, offline_cluster, monkeypatch):
-    ctx = _stage(tmp_path)
+def test_kubespray_route_renders_the_same_inventory_and_vars_as_stage_01(tmp_path):
+    from cni_runbook.stages.cluster import ClusterStage
+    from cni_runbook.state import open_stage
+
+    stage02 = _stage(tmp_path, route="kubespray_custom_cni", plan=True)
+    stage02.run_plan()
+    ctx01 = open_stage("01_cluster_no_cni", [str(tmp_path / "site.yaml")], ["provisioner.kind=kubespray"],
+                       tmp_path / "run01", True)
+    stage01 = ClusterStage(ctx01)
+    plan01 = stage01.run_plan()
+    assert plan01.blocking == [] and stage01.job.cluster_skip_tags == "network" and stage02.job.cluster_skip_tags is None
+    a01, a02 = ctx01.artifacts / "kubespray", stage02.ctx.artifacts / "kubespray"
+    assert (a02 / "inventory.yml").read_text() == (a01 / "inventory.yml").read_text()
+    v01 = yaml.safe_load((a01 / "group_vars" / "all" / "cni-runbook.yml").read_text())
+    v02 = yaml.safe_load((a02 / "group_vars" / "all" / "cni-runbook.yml").read_text())
+    assert v02.pop("custom_cni_manifests") == [str(stage02.job.inventory_dir / "custom_cni" / "cni-runbook-cni.yml")]
+    assert v02 == v01 and v01["kube_version"] == "1.35.4" and v01["kube_network_plugin"] == "custom_cni"
+    assert stage02.job.become == stage01.job.become
+    assert {k: v for k, v in stage02.job.extras.items() if k != "custom_cni_manifests"} == stage01.job.extras
+    assert not (tmp_path / "private").exists()  # plan mode creates no private folder
+
+
+def test_a_failed_install_fails_the_stage_with_the_error(tmp_path, offline_cluster, monkeypatch):
+    stage = _stage(tmp_path)
 
     def failing_install(kube, objects, **kwargs):
         raise engine.InstallError("CNI install failed: boom\nrolled back the 5 object(s)",
                                   engine.InstallResult(dry_run=False, rolled_back=[1, 2, 3, 4, 5]))
 
-    monkeypatch.setattr(engine, "install", failing_install)
-    result = engine.apply_stage(ctx, engine.prepare(ctx.params.cni, ctx.artifacts), progress=None)
-    assert result.error.startswith("CNI install failed: boom") and not result.ok and len(result.rolled_back) == 5
+    monkeypatch.setattr(install_module, "install", failing_install)
+    outcome = stage.run_apply(stage.run_plan())
+    assert outcome.status == "failed" and outcome.data["rolled_back"] == 5
+    assert outcome.summary.endswith("; rolled back 5 created object(s); CNI install failed: boom")
 
 
-def test_apply_stage_with_nothing_rendered_says_why(tmp_path):
-    ctx = _stage(tmp_path)
-    prepared = engine.Prepared("antrea", None, None, (), None, ("plan mode: not downloaded",))
-    assert engine.apply_stage(ctx, prepared).error == "nothing rendered: plan mode: not downloaded"
+def test_outcome_logic_of_an_install_result():
+    from cni_runbook.stages.cni_install import CniInstallStage
+
+    result = engine.InstallResult(dry_run=False, applied=[Applied("v1", "ConfigMap", "kube-system", "x", "created")],
+                                  steps=[engine.Step("nodes Ready", "passed", "3/3", 2.5)],
+                                  post_checks=[engine.Step("antctl check installation", "failed", "1 failed", 9.0)])
+    outcome = CniInstallStage.outcome(result)
+    assert outcome.status == "failed"
+    assert [(c.name, c.status.value, c.time_s) for c in outcome.checks] == [
+        ("nodes Ready", "passed", 2.5), ("antctl check installation", "failed", 9.0)]
+    result.post_checks.clear()
+    assert CniInstallStage.outcome(result).status == "passed"
+    assert CniInstallStage.outcome(result).data == {"counts": {"created": 1}, "changes": 1, "dry_run": False,
+                                                    "rolled_back": 0}
+
+
+def test_a_source_that_cannot_be_fetched_fails_the_plan_naming_the_key(tmp_path):
+    stage = _stage(tmp_path, plan=True, source={"kind": "manifest-url", "url": "http://127.0.0.1:9/cni.yaml"})
+    plan = stage.run_plan()
+    [finding] = plan.blocking
+    assert finding.key == "cni.source.url" and finding.where.startswith(str(tmp_path / "site.yaml"))
+    outcome = stage.run_apply(plan)
+    assert outcome.status == "failed" and "cni.source.url" in outcome.summary
 
 
 def test_a_failed_kubespray_step_rolls_back_what_it_created(tmp_path, monkeypatch):

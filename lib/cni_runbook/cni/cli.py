@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import audit
-    from .install import InstallError, rollback_run
+    from .result import InstallError
+    from .rollback import rollback_run
 
     run_dir = Path(args.run) if Path(args.run).is_dir() else audit.find_run(args.run, args.outputs)
     from ..lifecycle.rollback import rollback_upgrade_run, upgrade_records

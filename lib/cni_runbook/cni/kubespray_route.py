@@ -11,7 +11,7 @@
 3. :func:`install_via_kubespray` wraps both with the engine's bookkeeping: it notes which of the
    objects exist before, runs the step, records what the run created/configured/left unchanged
    in ``applied.jsonl`` (so ``rollback`` works as for the direct route), then runs the same
-   waits and health table as the direct route (:func:`cni_runbook.cni.install.verify_installation`).
+   waits and health table as the direct route (:func:`cni_runbook.cni.waits.verify_installation`).
    Kubespray's role itself does not wait for the CNI pods.
 """
 
@@ -25,7 +25,8 @@ from typing import Any
 
 from .custom_cni import chart_vars, group_vars_yaml, manifest_vars, write_manifest
 from .errors import CniError
-from .install import RECORD_NAME, InstallError, InstallResult, Progress, Step, Timeouts, verify_installation
+from .result import RECORD_NAME, InstallError, InstallResult, Progress, Step, Timeouts
+from .waits import verify_installation
 from .manifests import Manifest, ManifestObject
 
 GROUP_VARS_FILE = Path("group_vars") / "all" / "custom_cni.yml"
@@ -130,10 +131,11 @@ def install_via_kubespray(
     kube,
     objects: Sequence[ManifestObject],
     *,
-    kubespray_dir: str | Path,
     inventory: str | Path,
-    run_dir: str | Path,
     record_dir: str | Path,
+    job: Any = None,
+    kubespray_dir: str | Path | None = None,
+    run_dir: str | Path | None = None,
     playbook: str = "cluster.yml",
     tags: str | None = "network",
     extravars_files: Sequence[str | Path] = (),
@@ -148,8 +150,11 @@ def install_via_kubespray(
 ) -> tuple[Any, InstallResult]:
     """Run the network step for ``objects`` (already written by :func:`write_custom_cni`), record, wait.
 
+    ``job`` - stage 02's :class:`~cni_runbook.provision.kubespray_job.KubesprayJob` (the same
+    Kubespray job as stage 01: Ansible environment, become and become password); without it the
+    step runs with ``kubespray_dir``/``run_dir`` and the keyword arguments as given.
     Returns (KubesprayRun, InstallResult). A failed Kubespray run or wait raises
-    :class:`~cni_runbook.cni.install.InstallError` after rolling back what the run created
+    :class:`~cni_runbook.cni.result.InstallError` after rolling back what the run created
     (when ``rollback_on_failure``).
     """
     from ..kube.apply import rollback
@@ -162,9 +167,13 @@ def install_via_kubespray(
     say(f"Kubespray network step ({playbook}" + (f" --tags {tags}" if tags else "") + f") for {len(objects)} objects")
     run = None
     try:
-        run = run_network_step(kubespray_dir, inventory, run_dir, playbook=playbook, tags=tags,
-                               extravars_files=extravars_files, extravars=extravars, envvars=envvars, become=become,
-                               redact=redact)
+        if job is not None:
+            run = job.run(Path(inventory), playbook=playbook, tags=tags, extravars=extravars, progress=None,
+                          timeout=3600, idle_timeout=900, fetch_kubeconfig=False)
+        else:
+            run = run_network_step(kubespray_dir, inventory, run_dir, playbook=playbook, tags=tags,
+                                   extravars_files=extravars_files, extravars=extravars, envvars=envvars, become=become,
+                                   redact=redact)
         result.applied = record_changes(kube, objects, before, result.record)
         if not run.ansible.ok:
             failed = run.ansible.failed_tasks()

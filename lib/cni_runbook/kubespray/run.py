@@ -94,6 +94,7 @@ def run_kubespray(
     become: bool = True,
     limit: str | None = None,
     tags: str | None = None,
+    skip_tags: str | None = None,
     envvars: Mapping[str, str] | None = None,
     timeout: int | None = None,
     idle_timeout: int | None = None,
@@ -105,13 +106,16 @@ def run_kubespray(
 ) -> KubesprayRun:
     """Run ``playbook`` of the checkout against ``inventory`` in a fresh private data dir.
 
-    ``become`` adds ``--become --become-user=root`` as Kubespray's docs do. When the run
+    ``become`` adds ``--become --become-user=root`` as Kubespray's docs do; ``skip_tags`` adds
+    ``--skip-tags`` (stage 01 skips ``network`` when the CNI comes later through custom_cni). When the run
     succeeds and ``fetch_kubeconfig`` is set, admin.conf is copied into ``state_dir``
     (default: ``<run_dir>/state``) with mode 0600.
     """
     root = Path(kubespray_dir).resolve()
     inventory = Path(inventory).resolve()
     cmdline = ["--become", "--become-user=root"] if become else []
+    if skip_tags:
+        cmdline += ["--skip-tags", skip_tags]
     result = run_playbook(
         playbook,
         project_dir=root,

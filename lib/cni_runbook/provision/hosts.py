@@ -119,7 +119,7 @@ def target_hosts(hosts: list[Host]) -> tuple[TargetHost, ...]:
                             h.ansible_ssh_private_key_file) for h in hosts)
 
 
-def private_dir(run_dir: Path | str) -> Path:
+def private_dir(run_dir: Path | str, create: bool = True) -> Path:
     """A 0700 folder outside the run folder for this run's credentials (see module docstring).
 
     ``$CNI_RUNBOOK_PRIVATE_HOME`` (default ``$XDG_STATE_HOME/cni-runbook/runs``) ``/<run folder
@@ -130,6 +130,8 @@ def private_dir(run_dir: Path | str) -> Path:
     base = Path(os.environ.get("CNI_RUNBOOK_PRIVATE_HOME") or state_home / "cni-runbook" / "runs")
     digest = hashlib.sha256(str(run_dir).encode()).hexdigest()[:10]
     path = base / f"{run_dir.name}-{digest}"
+    if not create:  # plan mode: where it will be, without making it
+        return path
     path.mkdir(parents=True, exist_ok=True)
     for p in (path, base):
         if p.stat().st_uid == os.getuid():

@@ -109,13 +109,32 @@ class KubesprayJob:
     def version(self) -> str:
         return detect_kubespray_version(self.params.kubespray.dir) or self.params.kubespray.version
 
+    @property
+    def cluster_skip_tags(self) -> str | None:
+        """Stage 01's ``cluster.yml`` skips Kubespray's network step when the CNI comes later through
+        ``custom_cni`` (stage 02 runs that step with the rendered manifests)."""
+        return "network" if self.vars.kube_network_plugin == "custom_cni" and not self.has_manifests else None
+
+    @property
+    def has_manifests(self) -> bool:
+        return bool(self.group_vars.get("custom_cni_manifests") or self.group_vars.get("custom_cni_chart_release_name"))
+
     def validate(self) -> list[Finding]:
-        return validate_kubespray(self.hosts, self.group_vars, self.params)
+        """The findings; stage 01's custom_cni run (network step skipped) needs no manifests yet."""
+        findings = validate_kubespray(self.hosts, self.group_vars, self.params)
+        if self.cluster_skip_tags:
+            findings = [f for f in findings if f.rule != "custom_cni"]
+        return findings
 
     # -- the working inventory, in the private folder -----------------------------------------
     @property
     def work_dir(self) -> Path:
         return private_dir(self.run_dir)
+
+    @property
+    def inventory_dir(self) -> Path:
+        """Where the working inventory will be (not created until :meth:`write_inventory`)."""
+        return private_dir(self.run_dir, create=False) / INVENTORY_DIR
 
     def write_inventory(self, extra_files: Mapping[str, str] | None = None) -> InventoryFiles:
         """The working inventory in ``<private>/kubespray-inventory`` (an earlier attempt's is replaced)."""
@@ -131,14 +150,14 @@ class KubesprayJob:
 
     # -- run -----------------------------------------------------------------------------------
     def run(self, inventory: Path, *, playbook: str = "cluster.yml", tags: str | None = None,
-            extravars: Mapping[str, Any] | None = None, progress: Any = None, timeout: int | None = None,
+            skip_tags: str | None = None, extravars: Mapping[str, Any] | None = None, progress: Any = None, timeout: int | None = None,
             idle_timeout: int | None = None, fetch_kubeconfig: bool = True) -> KubesprayRun:
         """Run ``playbook`` with the project's Ansible environment, become and become password."""
         work = self.work_dir
         become_file = self._become_vars(work) if self.become else None
         try:
             return run_kubespray(
-                self.params.kubespray.dir, inventory, self.run_dir, playbook=playbook, tags=tags,
+                self.params.kubespray.dir, inventory, self.run_dir, playbook=playbook, tags=tags, skip_tags=skip_tags,
                 become=self.become, extravars_files=[become_file] if become_file else [], extravars=extravars,
                 envvars=ansible_envvars(), timeout=timeout, idle_timeout=idle_timeout, progress=progress,
                 redact=self.redact, state_dir=work, fetch_kubeconfig=fetch_kubeconfig)

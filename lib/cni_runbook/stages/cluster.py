@@ -145,7 +145,9 @@ class ClusterStage(Stage):
                        + ("; errors stop the stage before Ansible starts" if errors else "")},
             {"step": "run", "target": f"{ctx.params.kubespray.dir}/cluster.yml",
              "detail": f"Kubespray {job.version} via ansible-runner"
-                       f"{' with --become' if job.become else ''}; fetch artifacts/admin.conf"},
+                       f"{' with --become' if job.become else ''}"
+                       f"{' --skip-tags network (stage 02 applies the CNI through custom_cni)' if job.cluster_skip_tags else ''}"
+                       f"; fetch artifacts/admin.conf"},
         ]
         plan.views += [
             View(f"inventory ({self.hosts.source})", inventory_yaml(job.inventory), "file", "rendered"),
@@ -218,9 +220,11 @@ class ClusterStage(Stage):
         say(f"cluster.yml of {params.kubespray.dir} on {len(self.hosts.hosts)} hosts, timeout {timeout}s")
         if progress is None:
             with live_ansible("cluster.yml") as live:
-                self.kubespray = job.run(files.inventory, progress=live.progress, timeout=timeout)
+                self.kubespray = job.run(files.inventory, skip_tags=job.cluster_skip_tags, progress=live.progress,
+                                         timeout=timeout)
         else:
-            self.kubespray = job.run(files.inventory, progress=progress, timeout=timeout)
+            self.kubespray = job.run(files.inventory, skip_tags=job.cluster_skip_tags, progress=progress,
+                                     timeout=timeout)
         result = self.kubespray.ansible
         self.ctx.write_artifact("kubespray/ansible.yaml", {
             "playbook": "cluster.yml", "kubespray_dir": str(params.kubespray.dir), "status": result.status,
