@@ -177,3 +177,22 @@ def test_bad_version_and_mirror_are_refused(upstream):
 def test_manifest_without_antrea_config(upstream):
     with pytest.raises(ManifestError, match=r"^other.yml: no ConfigMap antrea-config \(is this an Antrea manifest\?\)$"):
         render_antrea(Manifest("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n", "other.yml"), version="v2.7.0")
+
+
+def test_settings_per_file_as_in_antreas_docs():
+    """`cni.config` may use the per-file form operators copy from Antrea's docs."""
+    from cni_runbook.cni.antrea import (AGENT_CONF, CONTROLLER_CONF, AntreaConfig, SettingsError, file_settings,
+                                        plan_settings)
+
+    def Conf():  # empty config files: only the settings given count
+        return AntreaConfig(None, "", "")
+
+    per_file = plan_settings({AGENT_CONF: {"tunnelType": "vxlan", "defaultMTU": 1400},
+                              CONTROLLER_CONF: {"featureGates": {"Traceflow": True}}}, Conf(), where="cni.config")
+    flat = plan_settings({"tunnelType": "vxlan", "defaultMTU": 1400}, Conf(), where="cni.config")
+    assert per_file[AGENT_CONF] == flat[AGENT_CONF]
+    assert per_file[CONTROLLER_CONF] == {("featureGates", "Traceflow"): True}
+    with pytest.raises(SettingsError, match=r"antrea-controller.conf.tunnelType: tunnelType belongs in antrea-agent.conf"):
+        plan_settings({CONTROLLER_CONF: {"tunnelType": "vxlan"}}, Conf(), where="cni.config")
+    assert file_settings({"tunnelType": "vxlan", AGENT_CONF: {"featureGates": {"Egress": True}}}) == {
+        "tunnelType": "vxlan", "featureGates.Egress": True}

@@ -159,6 +159,13 @@ def flatten_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str,
     return flat
 
 
+def file_settings(settings: Mapping[str, Any], conf: str = AGENT_CONF) -> dict[str, Any]:
+    """The flat settings of one config file: the flat form plus that file's per-file section."""
+    flat = flatten_settings({k: v for k, v in settings.items() if k not in (AGENT_CONF, CONTROLLER_CONF)})
+    flat.update(flatten_settings(settings.get(conf) or {}))
+    return flat
+
+
 def config_feature_gates(conf_text: str) -> dict[str, bool]:
     """Feature gates named in a config's top-level ``featureGates:`` (set or commented-out), with their values."""
     gates: dict[str, bool] = {}
@@ -219,9 +226,19 @@ def plan_settings(
 
     Raises :class:`SettingsError` listing every unknown key (with a "did you mean"), invalid value
     and inconsistent combination, each prefixed with ``where`` (the params file and key).
+    ``settings`` is flat (``antreaProxy: {proxyAll: true}``) or per file as in Antrea's docs
+    (``antrea-agent.conf: {antreaProxy: ...}``, ``antrea-controller.conf: {...}``), or both.
     """
-    flat = flatten_settings(settings)
+    only: dict[str, str] = {}  # key -> the one config file the operator put it under
+    flat_input = {k: v for k, v in settings.items() if k not in (AGENT_CONF, CONTROLLER_CONF)}
+    flat = flatten_settings(flat_input)
     problems: list[str] = []
+    for conf in (AGENT_CONF, CONTROLLER_CONF):
+        for key, value in flatten_settings(settings.get(conf) or {}).items():
+            if key in flat and flat[key] != value:
+                problems.append(f"{where}: {conf}.{key}: also set to {flat[key]!r} outside {conf}; set it once")
+            flat[key] = value
+            only[key] = conf
     agent_gates = AGENT_FEATURE_GATES | set(config_feature_gates(config.agent))
     controller_gates = CONTROLLER_FEATURE_GATES | set(config_feature_gates(config.controller))
     plan: dict[str, dict[tuple[str, ...], Any]] = {AGENT_CONF: {}, CONTROLLER_CONF: {}}
@@ -241,8 +258,10 @@ def plan_settings(
                 problems.append(f"{where}: {key}: expected true or false, got {value!r}")
                 continue
             for conf, gates in ((AGENT_CONF, agent_gates), (CONTROLLER_CONF, controller_gates)):
-                if gate in gates:
+                if gate in gates and only.get(key, conf) == conf:
                     plan[conf][("featureGates", gate)] = value
+            if key in only and gate not in (agent_gates if only[key] == AGENT_CONF else controller_gates):
+                problems.append(f"{where}: {only[key]}.{key}: not a feature gate of {only[key]}")
             continue
         spec = SETTINGS.get(key)
         if spec is None:
@@ -254,6 +273,9 @@ def plan_settings(
         problem = spec.check(value)
         if problem:
             problems.append(f"{where}: {key}: {problem}")
+            continue
+        if key in only and only[key] not in spec.files:
+            problems.append(f"{where}: {only[key]}.{key}: {key} belongs in {' and '.join(spec.files)}")
             continue
         for conf in spec.files:
             plan[conf][tuple(key.split("."))] = value

@@ -16,6 +16,15 @@ from cni_runbook.params import secrets
 from cni_runbook.target import STATE_KEY, Target
 
 
+def _param_hosts(params: Any) -> tuple:
+    from .hosts import hosts_from_params, target_hosts
+
+    try:
+        return target_hosts(hosts_from_params(params))
+    except ValueError:  # an env reference as key: the hosts still have names and addresses
+        return ()
+
+
 class NoTarget(OperatorError):
     """No cluster to work on: stage 01 did not run in this run and the params name none."""
 
@@ -36,6 +45,9 @@ def resolve(params: Any, state_get: Callable[[str], Any], require_up: bool = Tru
                       provisioner=kind)
     if kind == "existing" and params.provisioner.kubeconfig:
         path = secrets.reference_path(params.provisioner.kubeconfig) or params.provisioner.kubeconfig
-        return Target(kubeconfig=str(path), context=params.provisioner.context, provisioner=kind)
+        return Target(kubeconfig=str(path), context=params.provisioner.context, provisioner=kind,
+                      hosts=_param_hosts(params))
+    if not require_up:  # plan mode: stage 01 planned but provisioned nothing; the params' nodes stand in
+        return Target(provisioner=kind, hosts=_param_hosts(params))
     raise NoTarget(f"provisioner {kind!r}: stage 01 handed over no cluster in the run state "
                    "(run 01_cluster_no_cni first, in the same run)")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..cni.antrea import config_feature_gates, flatten_settings
+from ..cni.antrea import config_feature_gates, file_settings
 
 #: Antrea v2.7.0 defaults of the gates egress shaping needs
 GATE_DEFAULTS = {"Egress": True, "EgressTrafficShaping": False}
@@ -50,7 +50,7 @@ def egress_object(
 
 def effective_gates(cni_config: Mapping[str, Any], agent_conf: str | None = None) -> dict[str, tuple[bool, str]]:
     """Each required gate's effective value and where it comes from."""
-    flat = flatten_settings(cni_config or {})
+    flat = file_settings(cni_config or {})
     manifest = config_feature_gates(agent_conf) if agent_conf else {}
     out = {}
     for gate in REQUIRED_GATES:

@@ -1,0 +1,172 @@
+"""Stage 04: NetworkPolicy truth tables, bandwidth QoS, the CNI pods' QoS audit, Antrea Egress shaping.
+
+:class:`PolicyQosStage` on the stage base:
+
+* ``plan`` - the truth-table layout (``layout.yaml``) and its placement, every policy set
+  (``policies/<set>.yaml``) with its expected matrices from the pure-Python engine, the QoS pods
+  (``qos-pods.yaml``) and planned measurements, the Antrea Egress CR (``antrea-egress.yaml``)
+  with its gate checks; an unreadable policy file is a blocking finding; nothing touched;
+* ``apply`` - the policy run (baseline, each set, enforcement latency, clean-up), the bandwidth
+  measurements, the CNI pod audit, all against the Target's cluster; the checks of the four
+  sources merged into one list (Antrea's only when ``qos.antrea_egress`` asks for shaping).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from cni_runbook import display
+from cni_runbook.checks import Check, Status
+from cni_runbook.policy import verify, workloads
+from cni_runbook.qos import antrea as qos_antrea
+from cni_runbook.qos import audit, bandwidth
+
+from . import registry
+from .base import Finding, Outcome, Plan, Stage, View
+
+
+class PolicyQosStage(Stage):
+    """Stage 04 (see module docstring)."""
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        self.target: Any = None
+        self.planned_sets: list[verify.PlannedSet] = []
+        self.antrea_checks: pd.DataFrame | None = None
+        self.policy_run: verify.PolicyRun | None = None
+        self.bandwidth_run: Any = None
+        self.cni_audit: pd.DataFrame | None = None
+
+    # -- plan ----------------------------------------------------------------------------------
+    def plan(self, ctx: Any) -> Plan:
+        from cni_runbook.provision import targets
+
+        params = ctx.params
+        self.target = targets.resolve(params, ctx.get, require_up=not ctx.plan)
+        actions = registry.outline(ctx.stage.id, params)
+        plan = Plan(actions=actions, views=[View(f"{ctx.stage.id}: {len(actions)} planned actions", actions,
+                                                  section="plan")])
+        try:
+            layout, _model, self.planned_sets = verify.plan(params.policy)
+        except verify.PolicyFileError as exc:
+            plan.findings.append(Finding("policy.files", str(exc)))
+            return plan
+        objects = workloads.workload_objects(layout, workloads.probe_image(params, self.target))
+        ctx.write_artifact("layout.yaml", {"apiVersion": "v1", "kind": "List", "items": objects})
+        plan.views.append(View(f"layout: {len(layout.namespaces)} namespaces, {len(layout.pods)} pods, ports "
+                               f"{', '.join(map(str, layout.ports))} over {', '.join(layout.protocols)}",
+                               workloads.placement(objects), section="layout"))
+        for item in self.planned_sets:
+            ctx.write_artifact(f"policies/{item.policy_set.name}.yaml",
+                               {"apiVersion": "v1", "kind": "List", "items": list(item.policy_set.policies)})
+        plan.views.append(View(f"{len(self.planned_sets)} policy sets", [i.row() for i in self.planned_sets],
+                               section="sets"))
+        for item in self.planned_sets:
+            label, expected = next(iter(item.expected.items()))
+            plan.views.append(View(item.policy_set.name, verify.styled_matrix(
+                expected, f"{item.policy_set.name}: expected {label}"), "object", "sets"))
+        plan.views += self._plan_qos(ctx)
+        plan.artifacts += ["layout.yaml", "policies/"]
+        plan.summary = (f"{len(actions)} actions planned, {len(self.planned_sets)} policy sets rendered; "
+                        "nothing was touched")
+        return plan
+
+    def _plan_qos(self, ctx: Any) -> list[View]:
+        params, views = ctx.params, []
+        qos = params.qos
+        if qos.enabled:
+            bw = qos.bandwidth
+            pair = bandwidth.pair_objects(qos.namespace, bandwidth.iperf3_image(params, self.target), bw.ingress,
+                                          bw.egress)
+            ctx.write_artifact("qos-pods.yaml", {"apiVersion": "v1", "kind": "List", "items": pair})
+            views.append(View(f"planned iperf3 measurements, tolerance {qos.tolerance_pct}%",
+                              bandwidth.plan_measurements(bw.ingress, bw.egress), section="qos"))
+        else:
+            views.append(View("qos.enabled is false: no bandwidth check", [], section="qos"))
+        if params.cni.profile == "antrea":
+            egress, self.antrea_checks = qos_antrea.egress_plan(qos, params.cni)
+            ctx.write_artifact("antrea-egress.yaml", egress)
+            views.append(View("Egress bandwidth shaping: gates and settings", self.antrea_checks, section="antrea"))
+        else:
+            views.append(View(f"profile {params.cni.profile}: no Antrea Egress shaping", [], section="antrea"))
+        return views
+
+    def planned(self, ctx: Any, plan: Plan) -> Outcome:
+        return Outcome(Status.PLANNED, plan.summary, data={"sets": len(self.planned_sets)}, views=[
+            View("plan mode: nothing deployed, nothing probed", [], section="policy"),
+            View("plan mode: the audit reads the CNI's pods from the cluster", [], section="audit"),
+            *[v for v in plan.views if v.section == "qos"]])
+
+    # -- apply ---------------------------------------------------------------------------------
+    def apply(self, ctx: Any, plan: Plan) -> Outcome:
+        from cni_runbook.kube import Kube
+
+        params = ctx.params
+        kube = Kube.from_kubeconfig(self.target.kubeconfig, self.target.context)
+        try:
+            self.policy_run = verify.run(kube, params.policy, workloads.probe_image(params, self.target),
+                                         ctx.artifacts / "records", progress=print)
+            run = self.policy_run
+            ctx.write_artifact("policy-results.json", {
+                "baseline": run.baseline.record() if run.baseline else None,
+                "sets": [r.record() for r in run.results], "kept": run.kept, "removed": run.removed,
+                "error": run.error})
+            ctx.write_artifact("policy-summary.csv", verify.summary_frame(run.results))
+            if params.qos.enabled:
+                self.bandwidth_run = bandwidth.measure(kube, params.qos, bandwidth.iperf3_image(params, self.target),
+                                                       ctx.artifacts / "records" / "qos.jsonl", progress=print)
+                ctx.write_artifact("qos-measurements.csv", pd.DataFrame(self.bandwidth_run.measurements()))
+            self.cni_audit = audit.audit_pods(audit.cni_pods(kube, params.cni.namespace, params.cni.profile))
+            ctx.write_artifact("cni-pod-audit.csv", self.cni_audit)
+        finally:
+            kube.close()
+        return self.outcome(params)
+
+    def outcome(self, params: Any) -> Outcome:
+        """The applied outcome from the four sources' results (no cluster needed to compute it)."""
+        run = self.policy_run
+        checks = [Check.coerce(c) for c in run.checks()]
+        bw_checks = self.bandwidth_run.checks if self.bandwidth_run else []
+        checks += [Check.coerce(c.check()) for c in bw_checks]
+        if self.cni_audit is not None:
+            checks.append(Check.coerce(audit.audit_check(self.cni_audit)))
+        if self.antrea_checks is not None and params.qos.antrea_egress.model_dump(exclude_none=True):
+            checks += [Check(f"antrea {r['check']}", r["status"], r["fix"] or str(r["value"]))
+                       for r in self.antrea_checks.to_dict("records")]
+        failed = [c.name for c in checks if c.status == Status.FAILED]
+        summary = run.summary + (f"; {bandwidth.summarize(bw_checks)}" if self.bandwidth_run else "")
+        summary += f"; failed: {', '.join(failed)}" if failed else ""
+        return Outcome(Status.FAILED if failed else Status.PASSED, summary, checks,
+                       {"sets": len(run.results), "kept": run.kept, "removed": run.removed}, self._views())
+
+    def _views(self) -> list[View]:
+        run = self.policy_run
+        views = [View("layout pods as deployed", run.placement(), section="policy"),
+                 View(run.summary if not run.error else run.error, verify.summary_frame(run.results),
+                      section="policy")]
+        if run.results:
+            views.append(View("share", display.heatmap(verify.correct_share(run.results),
+                                                       caption="share of pairs as expected (1.0 = all)"),
+                              "object", "matrices"))
+        for r in run.results:
+            for m in r.matrices:
+                views += [View(r.name, verify.styled_matrix(m.expected, f"{r.name} {m.label}: expected"), "object",
+                               "matrices"),
+                          View(r.name, verify.styled_matrix(m.observed, f"{r.name} {m.label}: observed"), "object",
+                               "matrices"),
+                          View(r.name, verify.styled_matrix(m.comparison.diff, f"{r.name} {m.label}: "
+                                                            f"{m.comparison.summary}", diff=True), "object", "matrices")]
+            if r.incorrect:
+                views.append(View(f"{r.name}: mismatches and the rules that decide them", r.mismatches(),
+                                  section="matrices"))
+        if self.bandwidth_run is None:
+            views.append(View("qos.enabled is false: no bandwidth check", [], section="qos"))
+        else:
+            views += [View("iperf3 measurements", self.bandwidth_run.measurements(), section="qos"),
+                      View(bandwidth.summarize(self.bandwidth_run.checks), [c.row() for c in self.bandwidth_run.checks],
+                           section="qos")]
+        if self.cni_audit is not None:
+            views.append(View(audit.audit_check(self.cni_audit)["message"], self.cni_audit, section="audit"))
+        return views

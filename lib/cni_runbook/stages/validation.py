@@ -1,0 +1,103 @@
+"""Stage 03: prove the network (pod-to-pod, pod-to-service, DNS, MTU, optional perf).
+
+:class:`ValidationStage` on the stage base:
+
+* ``plan`` - the suite configuration from the params and the Target's images (the lab's own
+  builds on the lab), the test plan (``test-plan.csv``: every test, selected or not), the probe
+  workloads (``workloads.yaml``), the thresholds; nothing touched;
+* ``apply`` - :func:`cni_runbook.validation.suite.run_suite` against the Target's cluster; the
+  status is the suite's own (:attr:`~cni_runbook.validation.results.SuiteResult.status`), one
+  check per test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cni_runbook import display
+from cni_runbook.checks import Status
+from cni_runbook.validation import results, suite, workloads
+
+from . import registry
+from .base import Outcome, Plan, Stage, View
+
+
+class ValidationStage(Stage):
+    """Stage 03 (see module docstring)."""
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        self.target: Any = None
+        self.cfg: suite.SuiteConfig | None = None
+        self.run: results.SuiteResult | None = None
+
+    # -- plan ----------------------------------------------------------------------------------
+    def plan(self, ctx: Any) -> Plan:
+        from cni_runbook.provision import targets
+
+        self.target = targets.resolve(ctx.params, ctx.get, require_up=not ctx.plan)
+        cfg = self.cfg = suite.SuiteConfig.from_params(ctx.params, workloads.images_for(ctx.params, self.target))
+        nodes = [h.name for h in self.target.hosts] or [n.name for n in ctx.params.cluster.nodes]
+        test_plan = suite.plan_frame(cfg, nodes)
+        ctx.write_artifact("test-plan.csv", test_plan)
+        selected = test_plan[test_plan["selected"]]
+        layout = workloads.Layout(cfg.namespace, sorted(nodes) or ["<node>"], cfg.images,
+                                  ("<node A>", "<node B>") if cfg.perf else None)
+        ctx.write_artifact("workloads.yaml", workloads.render(layout))
+        actions = registry.outline(ctx.stage.id, ctx.params)
+        views = [
+            View(f"{ctx.stage.id}: {len(actions)} planned actions", actions, section="plan"),
+            View(f"{len(selected)} of {len(test_plan)} tests selected (tests ~ /{cfg.tests}/, skip /{cfg.skip or ''}/)",
+                 selected.groupby("family", sort=False).size().reset_index(name="tests"), section="tests"),
+            View(f"pods in namespace {cfg.namespace}", suite.pods_frame(layout), section="tests"),
+            View("thresholds and settings", self.thresholds(), section="tests"),
+        ]
+        return Plan(actions=actions, views=views, artifacts=["test-plan.csv", "workloads.yaml"],
+                    data={"tests": int(len(selected))},
+                    summary=f"{len(selected)} tests planned on {len(nodes) or 'the'} nodes; nothing was touched")
+
+    def thresholds(self) -> list[dict[str, str]]:
+        cfg = self.cfg
+        settings = {"probe timeout s": cfg.probe_timeout_s, "attempts": cfg.attempts, "max DNS ms": cfg.max_dns_ms,
+                    "MTU": cfg.mtu or "read from the pods", "CNI agent": cfg.cni_agent or "(none)",
+                    "perf": cfg.perf, "min throughput Mbit/s": cfg.perf_config.min_throughput_mbps,
+                    "pod vs host tolerance %": cfg.perf_config.tolerance_pct,
+                    "max RTT p99 ms": cfg.perf_config.max_rtt_ms, "max loss %": cfg.perf_config.max_loss_pct,
+                    "keep workloads": cfg.keep_workloads}
+        return [{"setting": k, "value": str(v)} for k, v in settings.items()]
+
+    def planned(self, ctx: Any, plan: Plan) -> Outcome:
+        return Outcome(Status.PLANNED, plan.summary, data=plan.data, views=[
+            View("results by family", [], section="results"),
+            View("failed tests", [], section="failures")])
+
+    # -- apply ---------------------------------------------------------------------------------
+    def apply(self, ctx: Any, plan: Plan) -> Outcome:
+        from cni_runbook.kube import Kube
+
+        kube = Kube.from_kubeconfig(self.target.kubeconfig, self.target.context)
+        try:
+            self.run = suite.run_suite(kube, self.cfg, progress=print, record=ctx.artifacts / "applied.jsonl")
+        finally:
+            kube.close()
+        ctx.write_artifact("results.csv", self.run.frame)
+        ctx.write_artifact("topology.json", self.run.topology)
+        print(self.run.summary, "|", self.run.timing_line(), "|", self.run.cleanup)
+        return self.outcome(self.run)
+
+    @staticmethod
+    def outcome(run: results.SuiteResult) -> Outcome:
+        """The outcome of a suite run (no cluster needed): the suite's status, one check per test, views."""
+        frame = run.frame
+        views = [View(results.summary_line(frame), results.family_table(frame), section="results")]
+        views += [View(family, display.heatmap(results.matrix(frame, family), caption=family, cmap="RdYlGn"),
+                       "object", "matrices") for family in results.matrix_families(frame)]
+        failed = results.failures(frame)
+        views.append(View(f"{len(failed)} failed tests", failed if len(failed) else [{"result": "no test failed"}],
+                          section="failures"))
+        perf = frame[frame["family"] == "perf"]
+        if len(perf):
+            views.append(View("performance", perf[["test", "src_pod", "target", "result", "value", "unit", "reason"]],
+                              section="failures"))
+        return Outcome(Status.of(run.status), results.summary_line(frame), results.checks(frame),
+                       {**run.counts, "timings": run.timings, "cleanup": run.cleanup}, views)
