@@ -315,7 +315,7 @@ def test_result_without_a_target_is_skipped():
 
 def test_stage02_checks_compatibility_in_its_plan_and_refuses_in_its_apply():
     from cni_runbook import stages
-    from cni_runbook.cni.install import compatibility_step
+    from cni_runbook.stages.cni_install import compatibility_step
 
     params = load_params([], ["kubespray.kube_version=v1.30.2"], {"site": "x"}).params
     action = stages.outline("02_cni_install", params)[-1]

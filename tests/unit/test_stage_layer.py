@@ -131,7 +131,7 @@ def test_the_attempt_number_is_one_place(tmp_path):
 def test_the_registry_names_a_class_for_every_stage():
     for spec in stages.STAGES:
         cls = stages.stage_class(spec.id)
-        assert issubclass(cls, Stage) and cls.__module__.startswith("cni_runbook.stages.")
+        assert issubclass(cls, Stage)
 
 
 def test_validation_outcome_from_recorded_results():

@@ -30,8 +30,8 @@ class LifecyclePlan:
     mode: str
     plan: UpgradePlan | ReplacementPlan | None = None
     skipped: str = ""  # why nothing is planned
-    current: Any = None  # cni.install.Prepared of the installed CNI
-    target: Any = None  # cni.install.Prepared of the target
+    current: Any = None  # cni.preparation.Prepared of the installed CNI
+    target: Any = None  # cni.preparation.Prepared of the target
     kube_version: str | None = None
     kube_from: str = ""
     cluster_read: bool = False
@@ -93,10 +93,10 @@ def connect(params, state_get):
 
 
 def _prepare(cni, artifacts: Path, plan: bool, kube_proxy_remove: bool):
-    from ..cni import install as cni_install
+    from ..cni import preparation as cni_install
 
     artifacts.mkdir(parents=True, exist_ok=True)
-    return cni_install.prepare(cni, artifacts, plan=plan, kube_proxy_remove=kube_proxy_remove)
+    return cni_install.prepare(cni, artifacts, kube_proxy_remove=kube_proxy_remove)  # plan mode fetches too
 
 
 def _refs(*renderings) -> list[tuple[str, str, str | None, str]]:
@@ -262,7 +262,7 @@ def disruption_factory(kube, params, state_get, *, progress=None):
 
 def apply_stage(ctx, lp: LifecyclePlan, *, progress=print, validate: bool = True, disruption=None):
     """Stage 05 outside plan mode: carry out ``lp`` (refused plans are never applied)."""
-    from ..cni.install import write_target
+    from ..cni.rollback import write_target
     from ..kube import Kube
     from .apply import apply_upgrade
 
@@ -304,7 +304,8 @@ def apply_stage(ctx, lp: LifecyclePlan, *, progress=print, validate: bool = True
 
 
 def _apply_replacement(ctx, lp: LifecyclePlan, kube, *, progress, validate: bool, disruption):
-    from ..cni.install import Timeouts, objects_for_cluster
+    from ..cni.engine import objects_for_cluster
+    from ..cni.result import Timeouts
     from ..provision.hosts import ansible_envvars, stage_hosts
     from .nodes import run_script
     from .swap import apply_replacement

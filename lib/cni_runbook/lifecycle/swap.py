@@ -165,7 +165,7 @@ def apply_replacement(kube, plan, *, installed, target_objects, record_dir: Path
     import contextlib
 
     from ..audit import now
-    from ..cni.install import install
+    from ..cni.engine import install
 
     say = progress or _say
     if not plan.ok:
@@ -213,7 +213,7 @@ def apply_replacement(kube, plan, *, installed, target_objects, record_dir: Path
             result.steps[-1].status = "failed"
             result.steps[-1].detail = f"{len(result.leftovers)} leftover(s) of {plan.current.family} on the nodes"
     except Exception as exc:  # noqa: BLE001 - any failure: back to A when A was removed
-        from ..cni.install import InstallError
+        from ..cni.result import InstallError
 
         if isinstance(exc, InstallError) and exc.result is not None:
             result.steps.append(_step_of(exc.result, failed=True))

@@ -21,7 +21,7 @@ from typing import Any
 from cni_runbook.checks import Check, Status
 from cni_runbook.cni.errors import CniError, ManifestError, SettingsError, SourceError
 from cni_runbook.cni.preparation import Prepared, prepare
-from cni_runbook.cni.result import InstallError, InstallResult, Timeouts
+from cni_runbook.cni.result import InstallError, InstallResult, Step, Timeouts
 from cni_runbook.kube.client import KubeError
 
 from . import registry
@@ -43,6 +43,17 @@ def findings_of(exc: CniError, cni: Any) -> list[Finding]:
     if isinstance(exc, ManifestError):
         return [Finding(source_key(cni), p) for p in exc.problems]
     return [Finding(source_key(cni) if isinstance(exc, SourceError) else "cni", str(exc))]
+
+
+def compatibility_step(cni: Any, kube_version: str | None, *, kube_from: str) -> Step:
+    """The CNI's compatibility with the Kubernetes version (:mod:`cni_runbook.lifecycle.compat`) as a
+    step: ``failed`` when unsupported and not accepted (``cni.compatibility.accept_unsupported``)."""
+    from cni_runbook.lifecycle.compat import check_kube
+
+    check = check_kube(cni.profile, cni.version, kube_version, declared=cni.compatibility, kube_from=kube_from,
+                       accept=cni.compatibility.accept_unsupported)
+    status = check.as_check()["status"]
+    return Step("CNI supports the Kubernetes version", status, f"{check.status}: {check.detail} [{check.source}]")
 
 
 class CniInstallStage(Stage):
@@ -152,6 +163,11 @@ class CniInstallStage(Stage):
         kube = Kube.from_kubeconfig(target.kubeconfig, target.context)
         result = InstallResult(dry_run=cni.server_dry_run)
         try:
+            compatible = compatibility_step(cni, kube.version(), kube_from="the live API server")
+            result.steps.append(compatible)
+            if compatible.status == "failed":
+                result.error = f"refused: {compatible.detail}"
+                return result
             objects = objects_for_cluster(self.prepared.rendered, kube, namespace=cni.namespace)
             write_target(ctx.artifacts, target.kubeconfig, target.context)
             if cni.route == "kubespray_custom_cni" and not cni.server_dry_run:
