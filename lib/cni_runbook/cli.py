@@ -1,7 +1,7 @@
 """cni-runbook: run the CNI runbook stages, keep and verify their audit records.
 
 Subcommands: run, params, resume, list, show, verify, report, and ``lab`` (registered by
-``cni_runbook.lab.cli`` when that module is present).
+``cni_runbook.lab.cli`` when that module is present), ``rollback`` and ``policy``.
 
 Exit codes: 0 success, 1 a stage failed or a record does not verify, 2 a user error (bad params,
 unknown run, ...), printed as a message without a traceback.
@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cni import cli as cni_cli  # `rollback`: stage 02's objects (owned with cni/install.py)
 
     cni_cli.register(sub)
+    from .policy import cli as policy_cli  # `policy convert`, `policy impact` (touch nothing)
+
+    policy_cli.register(sub)
     return parser
 
 

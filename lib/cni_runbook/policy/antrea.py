@@ -50,7 +50,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .masks import PodIndex
+from .masks import PodIndex, signatures
 from .model import Cluster, IPAddress, IPBlock, LabelSelector, Pod, PortSpec, object_namespace, ports_from_list
 
 STATIC_TIERS: dict[str, int] = {
@@ -467,11 +467,16 @@ class AntreaEvaluator:
         # (policy, rule, appliedTo mask) per direction, in enforcement order
         self._rules: dict[str, list[tuple[AntreaPolicy, AntreaRule, int]]] = {"ingress": [], "egress": []}
         base = {id(p): applied_to_mask(p.applied_to, p, self.index) for p in self.policies}
+        n = len(cluster.pods)
+        #: per direction and pod, the positions (in self._rules) of the rules applied to it
+        self._applied: dict[str, list[tuple[int, ...]]] = {}
         for direction in ("ingress", "egress"):
             for policy, rule in rule_order(self.policies, direction):
                 mask = applied_to_mask(rule.applied_to, policy, self.index) if rule.applied_to else base[id(policy)]
                 self._rules[direction].append((policy, rule, mask))
+            self._applied[direction] = signatures([m for _, _, m in self._rules[direction]], n)
         self._peer_cache: dict[tuple[int, int, str], int] = {}
+        self._walk_cache: dict[tuple[Any, ...], tuple[int, int, int]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.policies)
@@ -500,20 +505,38 @@ class AntreaEvaluator:
         """All remote pods whose traffic with pod ``target`` this direction allows, given the
         Kubernetes answer for ``target`` (whether it is isolated, and which pods K8s allows).
 
-        Walks the rules once, peeling off the still-undecided pods rule by rule, instead of
-        looking for the first matching rule pair by pair.
+        Walks the rules applied to ``target`` once, peeling off the still-undecided pods rule
+        by rule, instead of looking for the first matching rule pair by pair. The walk depends
+        on the pod only through its applied rules, namespace and container ports, so pods
+        alike share one walk.
         """
+        allowed, remaining, baseline_total = self._walk(direction, target, port, protocol)
+        if k8s_isolated:
+            return allowed | (remaining & k8s_allowed)
+        return allowed | baseline_total
+
+    def _walk(self, direction: str, target: int, port: int, protocol: str) -> tuple[int, int, int]:
+        """(allowed before K8s, undecided or passed after the non-baseline tiers, what the
+        baseline walk then leaves allowed)."""
         target_pod = self.cluster.pods[target]
+        applied_rules = self._applied[direction][target]
+        key = (direction, applied_rules, target_pod.namespace, target_pod.ports if direction == "ingress" else (),
+               port, protocol)
+        cached = self._walk_cache.get(key)
+        if cached is not None:
+            return cached
+        rules = self._rules[direction]
         undecided = self.index.all
         allowed = 0
         passed = 0
 
         def walk(baseline: bool) -> None:
             nonlocal undecided, allowed, passed
-            for policy, rule, applied in self._rules[direction]:
+            for position in applied_rules:
+                policy, rule, _applied = rules[position]
                 if not undecided:
                     return
-                if policy.is_baseline != baseline or not (applied >> target) & 1:
+                if policy.is_baseline != baseline:
                     continue
                 ports = self.index.port_destinations(rule.ports, port, protocol)
                 if direction == "ingress":
@@ -527,12 +550,13 @@ class AntreaEvaluator:
                 undecided &= ~hit
 
         walk(baseline=False)
+        first_allowed = allowed
         remaining = undecided | passed
-        if k8s_isolated:
-            return allowed | (remaining & k8s_allowed)
         undecided = remaining
         walk(baseline=True)
-        return allowed | undecided
+        result = (first_allowed, remaining, allowed | undecided)
+        self._walk_cache[key] = result
+        return result
 
     def _remote_matches(self, policy: AntreaPolicy, rule: AntreaRule, target: Pod, remote: int | IPAddress) -> bool:
         if not rule.peers:

@@ -34,10 +34,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .antrea import EPHEMERAL_PORTS, AntreaEvaluator, AntreaPolicy, TiersLike, as_antrea_policy, ordered
-from .masks import PodIndex
+from .masks import PodIndex, signatures, to_array
 from .model import (
     Cluster,
     IPAddress,
@@ -162,28 +163,46 @@ class PolicyEngine:
         )
         self.index = PodIndex(cluster)
         n = len(cluster.pods)
-        self._ingress_rules: list[list[_CompiledRule]] = [[] for _ in range(n)]
-        self._egress_rules: list[list[_CompiledRule]] = [[] for _ in range(n)]
         self.ingress_isolated = 0
         self.egress_isolated = 0
-        for policy in self.policies:
+        # Per pod and direction, the policies (by position) selecting it: pods with the same
+        # signature share one rule list and one answer per port.
+        members: dict[str, list[int]] = {"ingress": [], "egress": []}  # policy positions
+        selections: dict[str, list[int]] = {"ingress": [], "egress": []}
+        compiled: dict[tuple[str, int], list[_CompiledRule]] = {}
+        for number, policy in enumerate(self.policies):
             selected = self.index.peer_mask(policy.pod_selector, None, policy.namespace)
             if not selected:
                 continue
-            for flag, rules, per_pod in (
-                (policy.affects_ingress(), policy.ingress, self._ingress_rules),
-                (policy.affects_egress(), policy.egress, self._egress_rules),
+            for direction, flag, rules in (
+                ("ingress", policy.affects_ingress(), policy.ingress),
+                ("egress", policy.affects_egress(), policy.egress),
             ):
                 if not flag:
                     continue
-                compiled = [_compile_rule(policy, r, self.index) for r in rules]
-                for i in range(n):
-                    if (selected >> i) & 1:
-                        per_pod[i].extend(compiled)
+                compiled[(direction, number)] = [_compile_rule(policy, r, self.index) for r in rules]
+                members[direction].append(number)
+                selections[direction].append(selected)
             if policy.affects_ingress():
                 self.ingress_isolated |= selected
             if policy.affects_egress():
                 self.egress_isolated |= selected
+        self._signature: dict[str, list[tuple[int, ...]]] = {
+            d: [tuple(members[d][k] for k in sig) for sig in signatures(selections[d], n)] for d in members
+        }
+        lists: dict[tuple[str, tuple[int, ...]], list[_CompiledRule]] = {}
+        for direction in ("ingress", "egress"):
+            for sig in set(self._signature[direction]):
+                lists[(direction, sig)] = [r for number in sig for r in compiled[(direction, number)]]
+        self._ingress_rules: list[list[_CompiledRule]] = [lists[("ingress", s)] for s in self._signature["ingress"]]
+        self._egress_rules: list[list[_CompiledRule]] = [lists[("egress", s)] for s in self._signature["egress"]]
+        # group numbers: pods of one group get the same K8s answer (named ports resolve on the
+        # destination pod, so its container ports are part of the ingress group)
+        ids: dict[Any, int] = {}
+        self._ingress_group = [ids.setdefault((s, p.ports), len(ids))
+                               for s, p in zip(self._signature["ingress"], cluster.pods, strict=True)]
+        ids = {}
+        self._egress_group = [ids.setdefault(s, len(ids)) for s in self._signature["egress"]]
         self.antrea = AntreaEvaluator(cluster, self.antrea_policies, self.index)
         self._mask_cache: dict[tuple[int, str], tuple[list[int], list[int]]] = {}
 
@@ -197,24 +216,35 @@ class PolicyEngine:
         if cached is not None:
             return cached
         every = self.index.all
+        pods = self.cluster.pods
         ingress_from: list[int] = []
+        seen: dict[int, int] = {}
         for d, rules in enumerate(self._ingress_rules):
-            if not (self.ingress_isolated >> d) & 1:
+            if not rules and not (self.ingress_isolated >> d) & 1:
                 ingress_from.append(every)
                 continue
-            allowed = 0
-            for rule in rules:
-                if (self.index.port_destinations(rule.rule.ports, port, protocol) >> d) & 1:
-                    allowed |= rule.peer_mask
+            group = self._ingress_group[d]
+            allowed = seen.get(group)
+            if allowed is None:
+                allowed = 0
+                for rule in rules:
+                    if rule.rule.port_matches(port, protocol, pods[d]):
+                        allowed |= rule.peer_mask
+                seen[group] = allowed
             ingress_from.append(allowed)
         egress_to: list[int] = []
+        seen = {}
         for s, rules in enumerate(self._egress_rules):
-            if not (self.egress_isolated >> s) & 1:
+            if not rules and not (self.egress_isolated >> s) & 1:
                 egress_to.append(every)
                 continue
-            allowed = 0
-            for rule in rules:
-                allowed |= rule.peer_mask & self.index.port_destinations(rule.rule.ports, port, protocol)
+            group = self._egress_group[s]
+            allowed = seen.get(group)
+            if allowed is None:
+                allowed = 0
+                for rule in rules:
+                    allowed |= rule.peer_mask & self.index.port_destinations(rule.rule.ports, port, protocol)
+                seen[group] = allowed
             egress_to.append(allowed)
         self._mask_cache[key] = (ingress_from, egress_to)
         return ingress_from, egress_to
@@ -281,33 +311,36 @@ class PolicyEngine:
             out.append(self.verdict(p.src, p.dst, p.port, p.protocol))
         return out
 
-    def matrix(self, port: int, protocol: str = "TCP") -> pd.DataFrame:
-        """Boolean truth table over all pod pairs: rows are sources, columns destinations."""
+    def matrix_array(self, port: int, protocol: str = "TCP") -> np.ndarray:
+        """The truth table as an (n, n) numpy boolean array (rows sources, columns
+        destinations, in ``cluster.pods`` order)."""
         protocol = normalize_protocol(protocol)
-        keys = self.cluster.pod_keys
-        n = len(keys)
-        if not self.antrea:
-            ingress_from, egress_to = self._k8s_masks(port, protocol)
-            rows = [[bool((egress_to[s] >> d) & 1 and (ingress_from[d] >> s) & 1) for d in range(n)] for s in range(n)]
-        else:
-            ingress_from, egress_to = self._k8s_masks(port, protocol)
+        n = len(self.cluster.pods)
+        ingress_ok, egress_ok = self._k8s_masks(port, protocol)
+        if self.antrea:
             ingress_ok = [
-                self.antrea.allowed_mask(
-                    "ingress", d, port, protocol, bool((self.ingress_isolated >> d) & 1), ingress_from[d]
-                )
-                for d in range(n)
+                self.antrea.allowed_mask("ingress", d, port, protocol, bool((self.ingress_isolated >> d) & 1), m)
+                for d, m in enumerate(ingress_ok)
             ]
             egress_ok = [
-                self.antrea.allowed_mask(
-                    "egress", s, port, protocol, bool((self.egress_isolated >> s) & 1), egress_to[s]
-                )
-                for s in range(n)
+                self.antrea.allowed_mask("egress", s, port, protocol, bool((self.egress_isolated >> s) & 1), m)
+                for s, m in enumerate(egress_ok)
             ]
-            rows = [[bool((egress_ok[s] >> d) & 1 and (ingress_ok[d] >> s) & 1) for d in range(n)] for s in range(n)]
-        frame = pd.DataFrame(
-            rows, index=pd.Index(keys, name="from"), columns=pd.Index(keys, name="to"), dtype="boolean"
+        if not n:
+            return np.zeros((0, 0), dtype=bool)
+        e_table, e_order = _unique_rows(egress_ok, n)
+        i_table, i_order = _unique_rows(ingress_ok, n)
+        # result[s, d] = egress_ok[s] has d  and  ingress_ok[d] has s; gathering columns of the
+        # small transposed ingress table keeps both operands contiguous
+        return e_table[e_order] & np.ascontiguousarray(i_table.T)[:, i_order]
+
+    def matrix(self, port: int, protocol: str = "TCP") -> pd.DataFrame:
+        """Boolean truth table over all pod pairs: rows are sources, columns destinations."""
+        keys = self.cluster.pod_keys
+        return pd.DataFrame(
+            self.matrix_array(port, protocol), index=pd.Index(keys, name="from"), columns=pd.Index(keys, name="to"),
+            dtype="boolean",
         )
-        return frame
 
     def explain(self, src: str, dst: str, port: int, protocol: str = "TCP") -> list[str]:
         """Human-readable reasons for the verdict of one probe (which policy/rule decided)."""
@@ -315,6 +348,16 @@ class PolicyEngine:
             self.cluster, self.policies, Probe(src, dst, port, protocol), self.antrea_policies,
             ephemeral_ports=self.ephemeral_ports,
         )[1]
+
+
+def _unique_rows(masks: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct masks unpacked as rows of a boolean table, and each mask's row."""
+    unique: dict[int, int] = {}
+    order = np.fromiter((unique.setdefault(m, len(unique)) for m in masks), dtype=np.intp, count=len(masks))
+    table = np.zeros((len(unique), n), dtype=bool)
+    for mask, row in unique.items():
+        table[row] = to_array(mask, n)
+    return table, order
 
 
 # ---------------------------------------------------------------------- naive evaluator

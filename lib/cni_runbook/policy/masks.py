@@ -7,32 +7,85 @@ shifts and ands on Python ints.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+
+import numpy as np
 
 from .model import Cluster, IPBlock, LabelSelector, PortSpec
 
 
 def bits(mask: int) -> Iterator[int]:
     """Indices of the set bits of ``mask``, lowest first."""
+    if mask.bit_length() > 256:  # peeling bits off a big int costs O(size) per bit
+        yield from np.flatnonzero(to_array(mask, mask.bit_length())).tolist()
+        return
     while mask:
         low = mask & -mask
         yield low.bit_length() - 1
         mask ^= low
 
 
+def signatures(masks: list[int], n: int) -> list[tuple[int, ...]]:
+    """For each of ``n`` pods, the positions of the ``masks`` containing it (pods alike share
+    one tuple object)."""
+    if not masks:
+        return [()] * n
+    table = np.stack([to_array(m, n) for m in masks])  # (len(masks), n)
+    packed = np.packbits(table, axis=0).T  # one row of bytes per pod
+    cache: dict[bytes, tuple[int, ...]] = {}
+    out = []
+    for i in range(n):
+        key = packed[i].tobytes()
+        sig = cache.get(key)
+        if sig is None:
+            sig = cache[key] = tuple(np.flatnonzero(table[:, i]).tolist())
+        out.append(sig)
+    return out
+
+
 def has(mask: int, index: int) -> bool:
     return bool((mask >> index) & 1)
 
 
+def from_indices(indices: Iterable[int]) -> int:
+    """The mask with exactly the bits ``indices`` set."""
+    flags = np.zeros(max(indices, default=-1) + 1, dtype=np.uint8)
+    flags[list(indices)] = 1
+    return int.from_bytes(np.packbits(flags, bitorder="little").tobytes(), "little")
+
+
+def to_array(mask: int, n: int) -> np.ndarray:
+    """A mask as a boolean array of length ``n``."""
+    raw = np.frombuffer(mask.to_bytes((n + 7) // 8 or 1, "little"), dtype=np.uint8)
+    return np.unpackbits(raw, bitorder="little")[:n].astype(bool)
+
+
+def from_array(flags: np.ndarray) -> int:
+    """A boolean array as a mask."""
+    return int.from_bytes(np.packbits(flags.astype(np.uint8), bitorder="little").tobytes(), "little")
+
+
 class PodIndex:
-    """Cached selector evaluation over one :class:`Cluster`."""
+    """Cached selector evaluation over one :class:`Cluster`.
+
+    Pods are grouped by their label set, so a selector is evaluated once per distinct label
+    set rather than once per pod; ipBlocks are matched on a vector of IPv4 addresses."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
-        self.all = (1 << len(cluster.pods)) - 1
-        self.namespace_mask: dict[str, int] = {name: 0 for name in cluster.namespaces}
+        n = len(cluster.pods)
+        self.all = (1 << n) - 1
+        groups: dict[str, list[int]] = {name: [] for name in cluster.namespaces}
+        labels: dict[tuple[tuple[str, str], ...], list[int]] = {}
         for i, pod in enumerate(cluster.pods):
-            self.namespace_mask[pod.namespace] |= 1 << i
+            groups[pod.namespace].append(i)
+            labels.setdefault(tuple(sorted(pod.labels.items())), []).append(i)
+        self.namespace_mask: dict[str, int] = {name: from_indices(idx) for name, idx in groups.items()}
+        self._label_groups = [(dict(key), from_indices(idx)) for key, idx in labels.items()]
+        v4 = [next((ip for ip in pod.ips if ip.version == 4), None) for pod in cluster.pods]
+        self._ipv4 = np.array([int(ip) if ip is not None else 0 for ip in v4], dtype=np.uint64)
+        self._has_v4 = np.array([ip is not None for ip in v4], dtype=bool)
+        self._only_v4 = all(len(pod.ips) <= 1 for pod in cluster.pods)
         self._pods_cache: dict[LabelSelector, int] = {}
         self._ns_cache: dict[LabelSelector, int] = {}
         self._ip_cache: dict[IPBlock, int] = {}
@@ -43,9 +96,9 @@ class PodIndex:
         mask = self._pods_cache.get(selector)
         if mask is None:
             mask = 0
-            for i, pod in enumerate(self.cluster.pods):
-                if selector.matches(pod.labels):
-                    mask |= 1 << i
+            for labels, group in self._label_groups:
+                if selector.matches(labels):
+                    mask |= group
             self._pods_cache[selector] = mask
         return mask
 
@@ -64,12 +117,25 @@ class PodIndex:
         """Pods having an IP inside ``block`` (and outside its excepts)."""
         mask = self._ip_cache.get(block)
         if mask is None:
-            mask = 0
-            for i, pod in enumerate(self.cluster.pods):
-                if any(block.contains(ip) for ip in pod.ips):
-                    mask |= 1 << i
+            if block.cidr.version == 4 and self._only_v4:
+                mask = from_array(self._in_v4(block))
+            else:
+                mask = 0
+                for i, pod in enumerate(self.cluster.pods):
+                    if any(block.contains(ip) for ip in pod.ips):
+                        mask |= 1 << i
             self._ip_cache[block] = mask
         return mask
+
+    def _in_v4(self, block: IPBlock) -> np.ndarray:
+        def inside(net) -> np.ndarray:  # noqa: ANN001 - an IPv4Network
+            netmask = np.uint64(int(net.netmask))
+            return (self._ipv4 & netmask) == np.uint64(int(net.network_address))
+
+        flags = self._has_v4 & inside(block.cidr)
+        for exc in block.excepts:
+            flags &= ~inside(exc)
+        return flags
 
     def peer_mask(
         self,
