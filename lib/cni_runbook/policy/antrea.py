@@ -470,11 +470,21 @@ class AntreaEvaluator:
         n = len(cluster.pods)
         #: per direction and pod, the positions (in self._rules) of the rules applied to it
         self._applied: dict[str, list[tuple[int, ...]]] = {}
+        self._group: dict[str, list[int]] = {}
         for direction in ("ingress", "egress"):
             for policy, rule in rule_order(self.policies, direction):
                 mask = applied_to_mask(rule.applied_to, policy, self.index) if rule.applied_to else base[id(policy)]
                 self._rules[direction].append((policy, rule, mask))
-            self._applied[direction] = signatures([m for _, _, m in self._rules[direction]], n)
+            ids, sigs = signatures([m for _, _, m in self._rules[direction]], n)
+            self._applied[direction] = [sigs[k] for k in ids]
+            # pods whose walk is the same: same applied rules, namespace (namespaces: Self)
+            # and, for ingress, container ports (named ports resolve on the target)
+            ports = self.index.ports_id if direction == "ingress" else [0] * n
+            groups: dict[tuple[int, int, int], int] = {}
+            self._group[direction] = [
+                groups.setdefault(key, len(groups))
+                for key in zip(ids, self.index.namespace_id, ports, strict=True)
+            ]
         self._peer_cache: dict[tuple[int, int, str], int] = {}
         self._walk_cache: dict[tuple[Any, ...], tuple[int, int, int]] = {}
 
@@ -518,13 +528,12 @@ class AntreaEvaluator:
     def _walk(self, direction: str, target: int, port: int, protocol: str) -> tuple[int, int, int]:
         """(allowed before K8s, undecided or passed after the non-baseline tiers, what the
         baseline walk then leaves allowed)."""
-        target_pod = self.cluster.pods[target]
-        applied_rules = self._applied[direction][target]
-        key = (direction, applied_rules, target_pod.namespace, target_pod.ports if direction == "ingress" else (),
-               port, protocol)
+        key = (direction, self._group[direction][target], port, protocol)
         cached = self._walk_cache.get(key)
         if cached is not None:
             return cached
+        target_pod = self.cluster.pods[target]
+        applied_rules = self._applied[direction][target]
         rules = self._rules[direction]
         undecided = self.index.all
         allowed = 0

@@ -187,22 +187,21 @@ class PolicyEngine:
                 self.ingress_isolated |= selected
             if policy.affects_egress():
                 self.egress_isolated |= selected
-        self._signature: dict[str, list[tuple[int, ...]]] = {
-            d: [tuple(members[d][k] for k in sig) for sig in signatures(selections[d], n)] for d in members
-        }
-        lists: dict[tuple[str, tuple[int, ...]], list[_CompiledRule]] = {}
+        rule_lists: dict[str, list[list[_CompiledRule]]] = {}
+        sig_ids: dict[str, list[int]] = {}
         for direction in ("ingress", "egress"):
-            for sig in set(self._signature[direction]):
-                lists[(direction, sig)] = [r for number in sig for r in compiled[(direction, number)]]
-        self._ingress_rules: list[list[_CompiledRule]] = [lists[("ingress", s)] for s in self._signature["ingress"]]
-        self._egress_rules: list[list[_CompiledRule]] = [lists[("egress", s)] for s in self._signature["egress"]]
+            ids, sigs = signatures(selections[direction], n)
+            lists = [[r for k in sig for r in compiled[(direction, members[direction][k])]] for sig in sigs]
+            sig_ids[direction] = ids
+            rule_lists[direction] = [lists[k] for k in ids]
+        self._ingress_rules: list[list[_CompiledRule]] = rule_lists["ingress"]
+        self._egress_rules: list[list[_CompiledRule]] = rule_lists["egress"]
         # group numbers: pods of one group get the same K8s answer (named ports resolve on the
         # destination pod, so its container ports are part of the ingress group)
-        ids: dict[Any, int] = {}
-        self._ingress_group = [ids.setdefault((s, p.ports), len(ids))
-                               for s, p in zip(self._signature["ingress"], cluster.pods, strict=True)]
-        ids = {}
-        self._egress_group = [ids.setdefault(s, len(ids)) for s in self._signature["egress"]]
+        groups: dict[tuple[int, int], int] = {}
+        self._ingress_group = [groups.setdefault(key, len(groups))
+                               for key in zip(sig_ids["ingress"], self.index.ports_id, strict=True)]
+        self._egress_group = sig_ids["egress"]
         self.antrea = AntreaEvaluator(cluster, self.antrea_policies, self.index)
         self._mask_cache: dict[tuple[int, str], tuple[list[int], list[int]]] = {}
 
@@ -330,9 +329,14 @@ class PolicyEngine:
             return np.zeros((0, 0), dtype=bool)
         e_table, e_order = _unique_rows(egress_ok, n)
         i_table, i_order = _unique_rows(ingress_ok, n)
-        # result[s, d] = egress_ok[s] has d  and  ingress_ok[d] has s; gathering columns of the
-        # small transposed ingress table keeps both operands contiguous
-        return e_table[e_order] & np.ascontiguousarray(i_table.T)[:, i_order]
+        # result[s, d] = egress_ok[s] has d  and  ingress_ok[d] has s. Gathering columns of the
+        # small transposed ingress table, a block of rows at a time, keeps the operands
+        # contiguous and the temporaries in cache.
+        out = e_table[e_order]
+        by_source = np.ascontiguousarray(i_table.T)
+        for start in range(0, n, 256):
+            out[start:start + 256] &= np.take(by_source[start:start + 256], i_order, axis=1)
+        return out
 
     def matrix(self, port: int, protocol: str = "TCP") -> pd.DataFrame:
         """Boolean truth table over all pod pairs: rows are sources, columns destinations."""

@@ -25,32 +25,11 @@ def bits(mask: int) -> Iterator[int]:
         mask ^= low
 
 
-def signatures(masks: list[int], n: int) -> list[tuple[int, ...]]:
-    """For each of ``n`` pods, the positions of the ``masks`` containing it (pods alike share
-    one tuple object)."""
-    if not masks:
-        return [()] * n
-    table = np.stack([to_array(m, n) for m in masks])  # (len(masks), n)
-    packed = np.packbits(table, axis=0).T  # one row of bytes per pod
-    cache: dict[bytes, tuple[int, ...]] = {}
-    out = []
-    for i in range(n):
-        key = packed[i].tobytes()
-        sig = cache.get(key)
-        if sig is None:
-            sig = cache[key] = tuple(np.flatnonzero(table[:, i]).tolist())
-        out.append(sig)
-    return out
-
-
-def has(mask: int, index: int) -> bool:
-    return bool((mask >> index) & 1)
-
-
 def from_indices(indices: Iterable[int]) -> int:
     """The mask with exactly the bits ``indices`` set."""
+    indices = list(indices)
     flags = np.zeros(max(indices, default=-1) + 1, dtype=np.uint8)
-    flags[list(indices)] = 1
+    flags[indices] = 1
     return int.from_bytes(np.packbits(flags, bitorder="little").tobytes(), "little")
 
 
@@ -63,6 +42,19 @@ def to_array(mask: int, n: int) -> np.ndarray:
 def from_array(flags: np.ndarray) -> int:
     """A boolean array as a mask."""
     return int.from_bytes(np.packbits(flags.astype(np.uint8), bitorder="little").tobytes(), "little")
+
+
+def signatures(masks: list[int], n: int) -> tuple[list[int], list[tuple[int, ...]]]:
+    """Which of ``masks`` contain each of ``n`` pods: per pod a signature number, and per
+    signature number the positions of the masks (pods alike share one signature)."""
+    if not masks or not n:
+        return [0] * n, [()]
+    table = np.stack([to_array(m, n) for m in masks])  # (len(masks), n)
+    packed = np.ascontiguousarray(np.packbits(table, axis=0).T)  # one row of bytes per pod
+    rows = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+    _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+    sigs = [tuple(np.flatnonzero(table[:, i]).tolist()) for i in first.tolist()]
+    return inverse.ravel().tolist(), sigs
 
 
 class PodIndex:
@@ -83,6 +75,11 @@ class PodIndex:
         self.namespace_mask: dict[str, int] = {name: from_indices(idx) for name, idx in groups.items()}
         self._label_groups = [(dict(key), from_indices(idx)) for key, idx in labels.items()]
         v4 = [next((ip for ip in pod.ips if ip.version == 4), None) for pod in cluster.pods]
+        port_ids: dict[tuple, int] = {}
+        #: per pod, a number shared by the pods with the same container ports
+        self.ports_id = [port_ids.setdefault(pod.ports, len(port_ids)) for pod in cluster.pods]
+        ns_ids = {name: k for k, name in enumerate(cluster.namespaces)}
+        self.namespace_id = [ns_ids[pod.namespace] for pod in cluster.pods]
         self._ipv4 = np.array([int(ip) if ip is not None else 0 for ip in v4], dtype=np.uint64)
         self._has_v4 = np.array([ip is not None for ip in v4], dtype=bool)
         self._only_v4 = all(len(pod.ips) <= 1 for pod in cluster.pods)
