@@ -242,10 +242,12 @@ def live_policies(kube: Any) -> list[dict[str, Any]]:
     ).get("items") or []
     for item in items:
         out.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", **item})
+    from ..kube.client import KubeError
+
     for kind in ("Tier", "ClusterNetworkPolicy", "NetworkPolicy"):
         try:
             resource = kube.resource("crd.antrea.io/v1beta1", kind)
-        except Exception:  # noqa: BLE001 - no Antrea CRDs on this cluster
+        except KubeError:  # no Antrea CRDs on this cluster
             continue
         for item in resource.get().to_dict().get("items") or []:
             out.append({"apiVersion": "crd.antrea.io/v1beta1", "kind": kind, **item})
