@@ -9,6 +9,11 @@ Typical use::
     expected = engine.matrix(80, "TCP")            # DataFrame, rows = sources
     result = matrix.compare(expected, observed)    # result.summary: "correct 72, incorrect 0"
     engine.explain("x/b", "x/a", 80, "TCP")        # which policy/rule decided
+
+Other policy languages and tools: :mod:`.calico` (Calico projectcalico.org/v3 semantics),
+:mod:`.convert` (Calico/K8s -> K8s NetworkPolicy / Antrea, per-policy status),
+:mod:`.equivalence` (both sets' matrices over one cluster model, every differing cell),
+:mod:`.impact` (connections a policy change cuts or opens), :mod:`.cli` (``cni-runbook policy``).
 """
 
 from . import matrix
