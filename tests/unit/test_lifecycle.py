@@ -403,3 +403,12 @@ def test_upgrade_result_shows_before_after_side_by_side_and_records_steps():
     captions = [c for c, _ in result.views()]
     assert captions == ["steps", "before/after validation"]
     assert result.record()["rolled_back"] is True and result.checks()[0]["status"] == "failed"
+
+
+def test_failed_rows_of_a_before_after_table_are_shown_with_their_reason():
+    from cni_runbook.lifecycle.apply import LifecycleResult
+
+    result = LifecycleResult("upgrade")
+    result.before = {"truth tables": pd.DataFrame([{"set": "baseline", "status": "failed", "message": "UDP/80 observed X"}])}
+    views = dict(result.views())
+    assert "failures truth tables" in views and "UDP/80 observed X" in str(views["failures truth tables"])

@@ -115,6 +115,9 @@ class LifecycleResult:
                                                                           key=_result_key(self.before, self.after, name),
                                                                           value=_result_column(self.before, self.after, name)),
                                                              caption=f"{name}: before | after")))
+            failures = _failure_rows(self.before.get(name), "before") + _failure_rows(self.after.get(name), "after")
+            if failures:
+                out.append((f"failures {name}", display.table(failures, caption=f"{name}: what failed, and why")))
         measured = self.disruption
         if measured is not None and getattr(measured, "result", None) is not None:
             from .compare import disruption_figures
@@ -130,6 +133,19 @@ class LifecycleResult:
         if self.leftovers is not None:
             out.append(("leftovers", display.table(self.leftovers, caption="left of the old CNI on the nodes (empty: none)")))
         return out
+
+
+def _failure_rows(frame, when: str) -> list[dict[str, Any]]:
+    """The failed rows of a result table with their reason (``message`` or ``reason``)."""
+    if frame is None or not len(frame):
+        return []
+    status = next((c for c in ("result", "status") if c in frame.columns), None)
+    why = next((c for c in ("message", "reason") if c in frame.columns), None)
+    key = "set" if "set" in frame.columns else "test"
+    if status is None or key not in frame.columns:
+        return []
+    return [{"when": when, "what": r[key], "why": str(r[why])[:500] if why else ""}
+            for _, r in frame[frame[status] == "failed"].iterrows()]
 
 
 def _result_key(before: dict, after: dict, name: str) -> str:
