@@ -356,9 +356,10 @@ def test_a_refused_plan_fails_in_plan_mode_too(tmp_path):
     site.write_text(f"""
 cni: {{profile: antrea, version: v2.2.0, source: {{kind: file, path: {ANTREA / 'antrea-v2.5.3-dev-manifest.yml'}}}}}
 kubespray: {{kube_version: v1.35.4}}
+provisioner: {{kind: existing, kubeconfig: {tmp_path / 'no-such-kubeconfig'}}}
 lifecycle:
   target: {{profile: antrea, version: v2.7.0, source: {{kind: file, path: {ANTREA / 'antrea-v2.7.0-dev-manifest.yml'}}}}}
-""")
+""")  # no cluster is reachable (whatever lab may be up on this machine): the plan uses the params
     job = stages.open("05", [str(site)], [], tmp_path / "run", True)
     planned = job.run_plan()
     assert [f.key for f in planned.blocking] == ["lifecycle.accept.version_skew"]

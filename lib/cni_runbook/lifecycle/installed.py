@@ -100,8 +100,9 @@ class Installed:
     def problem(self) -> str | None:
         """Why an upgrade cannot start from this installation (None: it can)."""
         if not self.found:
+            looked = [m for m in self.missing if m.split(" ", 1)[0] in WORKLOAD_KINDS]
             return (f"no {self.family} workload found on the cluster (looked for "
-                    f"{', '.join(self.missing) or 'its DaemonSets/Deployments'}): nothing to upgrade")
+                    f"{', '.join(looked) or 'its DaemonSets/Deployments'}): nothing to upgrade")
         if self.version is None:
             detail = "; ".join(f"{w['workload']}: {', '.join(w['images'])}" for w in self.workloads)
             if self.made_by == "unknown":
