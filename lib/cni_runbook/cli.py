@@ -55,7 +55,17 @@ def cmd_params(args: argparse.Namespace) -> int:
     for f in loaded.files:
         print(f"# {f['path']}  sha256 {f['sha256'][:12]}")
     print(yaml.safe_dump(loaded.params.model_dump(mode="json"), sort_keys=False), end="")
-    return 0
+    if not args.params or args.no_checks:
+        return 0
+    from . import stages
+
+    findings = stages.check_params(args.params, args.set or [])
+    for stage_id, f in findings:
+        print(f"{f.severity}: {stage_id}: {f}", file=sys.stderr)
+    blocking = [f for _, f in findings if f.blocking]
+    print(f"plan checks: {len(blocking)} error(s), {len(findings) - len(blocking)} warning(s) "
+          "(the stages' static plan checks; stage 02's source is checked by `run --plan`)", file=sys.stderr)
+    return 1 if blocking else 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -203,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("params", help="validate params files and print the layered result (runs nothing)")
     p.add_argument("--params", nargs="*", default=[], metavar="FILE", help="site params files, layered in order")
     p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override one value (repeatable)")
+    p.add_argument("--no-checks", action="store_true",
+                   help="only validate and print; skip the stages' static plan checks (Kubespray validation, waivers, ...)")
     p.set_defaults(func=cmd_params)
 
     p = sub.add_parser("resume", help="continue a failed run from its failed stage, in the same folder")

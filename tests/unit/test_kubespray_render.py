@@ -86,7 +86,8 @@ def test_group_vars_extras_and_managed_keys() -> None:
     merged = render_group_vars({"kube_network_plugin": "custom_cni", "kube_proxy_remove": True},
                                {"custom_cni_manifests": ["/m/antrea.yml"], "kube_proxy_mode": "ipvs"})
     assert merged["custom_cni_manifests"] == ["/m/antrea.yml"] and merged["kube_proxy_remove"] is True
-    with pytest.raises(ManagedKeyOverride, match=r"kube_proxy_mode: 'ipvs' -> 'iptables'.*allow_override=\['kube_proxy_mode'\]"):
+    with pytest.raises(ManagedKeyOverride, match=r"kubespray.extra_vars.kube_proxy_mode: 'iptables' would override 'ipvs', "
+                                                 r"set kubespray.kube_proxy_mode instead"):
         render_group_vars(None, {"kube_proxy_mode": "iptables"})
     allowed = render_group_vars(None, {"kube_proxy_mode": "iptables"}, allow_override=["kube_proxy_mode"])
     assert allowed["kube_proxy_mode"] == "iptables"

@@ -136,11 +136,13 @@ def test_missing_required_key(tmp_path):
 def test_cross_field_rules(tmp_path):
     site = write(tmp_path, "s.yaml", "kubespray: {kube_pods_subnet: 10.233.0.0/17}\n")
     (msg,) = problems([site])
-    assert "kube_service_addresses 10.233.0.0/18 overlaps kube_pods_subnet 10.233.0.0/17" in msg
+    assert msg.endswith("kubespray.kube_service_addresses: 10.233.0.0/18 overlaps kube_pods_subnet 10.233.0.0/17; "
+                        "expected two disjoint networks")
     assert problems([], ["kubespray.network_plugin=custom_cni"])[0].endswith(
-        "(got route 'direct', network_plugin 'custom_cni')")
+        "cni.route: 'direct' with kubespray.network_plugin 'custom_cni': route 'kubespray_custom_cni' goes with "
+        "network_plugin 'custom_cni', and only with it")
     assert problems([], ["qos.tolerance_pct=0"])[0].startswith("--set qos.tolerance_pct: qos.tolerance_pct = 0: input should be")
-    assert "needs provisioner.kubeconfig" in problems([], ["provisioner.kind=existing"])[0]
+    assert "provisioner.kubeconfig: provisioner 'existing' needs the path of its kubeconfig" in problems([], ["provisioner.kind=existing"])[0]
     site = write(tmp_path, "e.yaml", f"cluster: {{nodes: [{NODE}, {NODE.replace('n1', 'n2')}]}}\n")
     assert "the number of etcd nodes must be odd, got 2" in problems([site])[0]
 

@@ -19,16 +19,23 @@ RUNBOOK_PLUGINS = ("none", "cni", "custom_cni")
 GROUP_VARS_FILE = Path("group_vars") / "all" / "cni-runbook.yml"
 
 
+#: the params option an operator sets for each managed key (None: the project fixes its value)
+PARAMS_KEYS = {"kube_network_plugin": "kubespray.network_plugin", "kube_service_addresses": "kubespray.kube_service_addresses",
+               "kube_pods_subnet": "kubespray.kube_pods_subnet", "kube_network_node_prefix": "kubespray.kube_network_node_prefix",
+               "kube_proxy_mode": "kubespray.kube_proxy_mode", "kube_proxy_remove": "kubespray.kube_proxy_remove",
+               "kubeconfig_localhost": None}
+
+
 class ManagedKeyOverride(ValueError):
     """Operator extras tried to change a key this project manages."""
 
     def __init__(self, keys: list[str], managed: Mapping[str, Any], extras: Mapping[str, Any]) -> None:
         self.keys = keys
-        detail = ", ".join(f"{k}: {managed[k]!r} -> {extras[k]!r}" for k in keys)
-        super().__init__(
-            f"kubespray extras would override managed key(s) {detail}. Set them through the "
-            f"cluster parameters, or allow the override explicitly (allow_override={keys!r})."
-        )
+        detail = "; ".join(f"kubespray.extra_vars.{k}: {extras[k]!r} would override {managed[k]!r}, "
+                           + (f"set {PARAMS_KEYS[k]} instead" if PARAMS_KEYS.get(k) else
+                              "this project keeps it as it is (remove it from extra_vars)")
+                           for k in keys)
+        super().__init__(f"managed Kubespray key(s): {detail}")
 
 
 @dataclass(frozen=True)

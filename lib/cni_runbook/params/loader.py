@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from . import secrets
-from .schema import MAY_HOLD_SECRETS, PATH, SECRET, Params, unwrap
+from .schema import MAY_HOLD_SECRETS, PATH, SECRET, KeyProblem, Params, unwrap
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULTS_FILE = PROJECT_ROOT / "params" / "defaults.yaml"
@@ -271,6 +271,10 @@ def _short(value: Any) -> str:
 
 def _problem(err: dict[str, Any], layer_of: typing.Callable[[Loc], Layer]) -> str:
     loc: Loc = tuple(err["loc"])
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, KeyProblem):  # a cross-field check names its key: no section dump
+        loc = loc + key_loc(cause.key)
+        return f"{layer_of(loc).where(loc)}: {cause.key if not err['loc'] else _dotted(tuple(err['loc'])) + '.' + cause.key}: {cause}"
     where = layer_of(loc).where(loc)
     if err["type"] == "extra_forbidden":
         parent, _ = _type_at(loc[:-1])

@@ -19,6 +19,15 @@ from .. import stages
 from . import secrets
 
 
+class KeyProblem(ValueError):
+    """A cross-field problem about one key: ``key`` is its path below the model that raised it
+    (``nodes[1].ip``), so the message names ``cluster.nodes[1].ip``, not a whole section."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class Marker:
     """Metadata attached to a field type with ``Annotated``."""
 
@@ -133,13 +142,10 @@ class Cluster(Strict):
         names = [n.name for n in self.nodes]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"node names must be unique; repeated: {', '.join(dupes)}")
-        if self.nodes:
-            if not any("kube_control_plane" in n.roles for n in self.nodes):
-                raise ValueError("at least one node needs the role kube_control_plane")
-            etcd = sum("etcd" in n.roles for n in self.nodes)
-            if etcd % 2 == 0:
-                raise ValueError(f"the number of etcd nodes must be odd, got {etcd}")
+            raise KeyProblem(f"nodes[{names.index(dupes[0], names.index(dupes[0]) + 1)}].name",
+                             f"node names must be unique; repeated: {', '.join(dupes)}")
+        if self.nodes and not any("kube_control_plane" in n.roles for n in self.nodes):
+            raise KeyProblem("nodes[*].roles", "at least one node needs the role kube_control_plane")
         return self
 
 
@@ -185,11 +191,11 @@ class Kubespray(Strict):
     @model_validator(mode="after")
     def _networks(self) -> Kubespray:
         if self.kube_service_addresses.overlaps(self.kube_pods_subnet):
-            raise ValueError(f"kube_service_addresses {self.kube_service_addresses} overlaps "
-                             f"kube_pods_subnet {self.kube_pods_subnet}")
+            raise KeyProblem("kube_service_addresses", f"{self.kube_service_addresses} overlaps kube_pods_subnet "
+                             f"{self.kube_pods_subnet}; expected two disjoint networks")
         if self.kube_network_node_prefix <= self.kube_pods_subnet.prefixlen:
-            raise ValueError(f"kube_network_node_prefix {self.kube_network_node_prefix} must be longer than "
-                             f"the kube_pods_subnet prefix /{self.kube_pods_subnet.prefixlen}")
+            raise KeyProblem("kube_network_node_prefix", f"{self.kube_network_node_prefix} must be longer than the "
+                             f"kube_pods_subnet prefix /{self.kube_pods_subnet.prefixlen}")
         return self
 
 
@@ -441,18 +447,29 @@ class Params(Strict):
     @model_validator(mode="after")
     def _across_sections(self) -> Params:
         if self.provisioner.kind == "kubespray" and not self.cluster.nodes:
-            raise ValueError("provisioner 'kubespray' needs cluster.nodes")
+            raise KeyProblem("cluster.nodes", "provisioner 'kubespray' needs at least one node here")
         if self.provisioner.kind == "existing" and not self.provisioner.kubeconfig:
-            raise ValueError("provisioner 'existing' needs provisioner.kubeconfig")
+            raise KeyProblem("provisioner.kubeconfig", "provisioner 'existing' needs the path of its kubeconfig")
         custom = self.kubespray.network_plugin == "custom_cni"
         if custom != (self.cni.route == "kubespray_custom_cni"):
-            raise ValueError("cni.route 'kubespray_custom_cni' goes with kubespray.network_plugin 'custom_cni' "
-                             f"(got route {self.cni.route!r}, network_plugin {self.kubespray.network_plugin!r})")
+            raise KeyProblem("cni.route", f"{self.cni.route!r} with kubespray.network_plugin "
+                             f"{self.kubespray.network_plugin!r}: route 'kubespray_custom_cni' goes with "
+                             "network_plugin 'custom_cni', and only with it")
         ks = self.kubespray
-        for node in self.cluster.nodes:
-            for addr in (node.ip, node.access_ip):
+        etcd = sum("etcd" in n.roles for n in self.cluster.nodes)
+        kubeadm_etcd = str(ks.extra_vars.get("etcd_deployment_type", "")) == "kubeadm"
+        if self.cluster.nodes and etcd % 2 == 0 and not (etcd == 0 and kubeadm_etcd):
+            raise KeyProblem("cluster.nodes[*].roles", f"the number of etcd nodes must be odd, got {etcd}"
+                             + ("; 0 only with kubespray.extra_vars.etcd_deployment_type: kubeadm "
+                                "(etcd on the control plane)" if etcd == 0 else ""))
+        for i, node in enumerate(self.cluster.nodes):
+            for field_name in ("ip", "access_ip"):
+                addr = getattr(node, field_name)
                 if addr is not None and (addr in ks.kube_pods_subnet or addr in ks.kube_service_addresses):
-                    raise ValueError(f"node {node.name} address {addr} lies inside the pod or service network")
+                    net = "kubespray.kube_pods_subnet" if addr in ks.kube_pods_subnet else "kubespray.kube_service_addresses"
+                    raise KeyProblem(f"cluster.nodes[{i}].{field_name}",
+                                     f"{addr} of node {node.name} lies inside {net}; expected an address outside "
+                                     "the pod and service networks")
         return self
 
     def section(self, name: str) -> dict[str, Any]:

@@ -51,5 +51,24 @@ def open(stage: str, params_files: Any = (), set_values: Any = (), run_dir: Any 
     return stage_class(ctx.stage.id)(ctx, **kwargs)
 
 
-__all__ = ["NOTEBOOKS_DIR", "STAGES", "STAGE_IDS", "StageSpec", "get", "is_stage_ref", "open", "outline", "select",
+def check_params(files: Any, set_values: Any = ()) -> list[tuple[str, Any]]:
+    """The plan checks of every stage whose plan is static (no download), as ``cni-runbook params``
+    runs them: ``(stage id, Finding)`` for every finding, blocking or not. Plans into a temporary
+    run folder that is removed afterwards; touches no host and no cluster."""
+    import tempfile
+
+    from cni_runbook.state import open_stage
+
+    found = []
+    with tempfile.TemporaryDirectory(prefix="cni-runbook-params-") as tmp:
+        for spec in STAGES:
+            cls = stage_class(spec.id)
+            if not getattr(cls, "static_plan", False):
+                continue
+            plan = cls(open_stage(spec.id, list(files), list(set_values), tmp, True)).run_plan()
+            found += [(spec.id, f) for f in plan.findings]
+    return found
+
+
+__all__ = ["check_params", "NOTEBOOKS_DIR", "STAGES", "STAGE_IDS", "StageSpec", "get", "is_stage_ref", "open", "outline", "select",
            "stage_class", *_BASE]

@@ -125,6 +125,9 @@ class Stage:
 
     #: True if ``apply`` touches a cluster; the base takes the cluster lock around ``apply`` then.
     touches_cluster: ClassVar[bool] = True
+    #: True if ``plan`` reads only the params and local files (no download, no cluster):
+    #: ``cni-runbook params`` runs it.
+    static_plan: ClassVar[bool] = False
 
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx

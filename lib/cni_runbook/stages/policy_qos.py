@@ -30,6 +30,8 @@ from .base import Finding, Outcome, Plan, Stage, View
 class PolicyQosStage(Stage):
     """Stage 04 (see module docstring)."""
 
+    static_plan = True  # `cni-runbook params` runs this plan
+
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
         self.target: Any = None

@@ -87,6 +87,8 @@ def plan_preflight(params: Any, lab_cfg: Any = None) -> PreflightPlan:
 class PreflightStage(Stage):
     """Stage 00 (see module docstring). ``lab_cfg``: the lab instance, when not the default one."""
 
+    static_plan = True  # `cni-runbook params` runs this plan
+
     def __init__(self, ctx: Any, lab_cfg: Any = None) -> None:
         super().__init__(ctx)
         self.lab_cfg = lab_cfg

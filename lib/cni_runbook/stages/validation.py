@@ -25,6 +25,8 @@ from .base import Outcome, Plan, Stage, View
 class ValidationStage(Stage):
     """Stage 03 (see module docstring)."""
 
+    static_plan = True  # `cni-runbook params` runs this plan
+
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
         self.target: Any = None
