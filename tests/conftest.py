@@ -51,7 +51,8 @@ cluster:
 cni:
   profile: lab  # a local source: plan mode fetches and renders remote ones, and this machine is offline
   version: null
-  registry_credentials: {username: puller, password: "env:CANARY_REGISTRY_PW"}
+kubespray:
+  extra_vars: {registry_password: "env:CANARY_REGISTRY_PW"}
 """)
     return site
 

@@ -5,8 +5,10 @@ Two kinds of scrubbing, always both:
 * known values - secrets read through the params' secret references (environment variables,
   secret files such as SSH keys) and credentials found in kubeconfig files (client keys,
   client certificates, tokens, passwords; raw and base64-decoded);
-* patterns - PEM blocks, ``Bearer`` tokens, and values of ``token:``/``password:``/``secret:``
-  style keys, wherever they appear.
+* patterns - PEM blocks, ``Bearer``/``Basic`` credentials, ``user:password@`` in URLs (database
+  URLs, proxies), well-known token formats (npm, GitHub, GitLab, Slack, AWS key ids), and values of
+  names that look secret (``*TOKEN*``, ``*PASSWORD*``, ``*SECRET*``, ``*_KEY`` such as
+  ``AWS_SECRET_ACCESS_KEY``, ``psk``), wherever they appear.
 
 Notebooks and JSON files are parsed and every string in them is scrubbed (so a secret split by
 JSON escaping is still found); other text files are scrubbed as text; binary files have known
@@ -33,13 +35,32 @@ MIN_SECRET_LEN = 6
 _LINE_MIN = 12  # lines of multi-line secrets (key files) at least this long are scrubbed alone too
 
 _PEM = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.DOTALL)
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9\-._~+/]{8,}=*")
+_BEARER = re.compile(r"(?i)\b((?:bearer|basic)\s+)[A-Za-z0-9\-._~+/]{8,}=*")
+# user:password@ in any URL (DATABASE_URL, http_proxy, git remotes): the password goes.
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@\"']*:)(?!\[REDACTED\])([^\s@/\"']+)(@)")
+# Well-known token formats, wherever they appear.
+_TOKENS = re.compile(
+    r"\b(?:npm_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|glpat-[A-Za-z0-9_\-]{20,}"
+    r"|xox[abposr]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16}|sk-[A-Za-z0-9_\-]{20,})\b")
+# name: value / name=value / "name": "value" where the name ends like a secret (password, token,
+# private_key, api-key, psk, client-key-data, ...), and environment-style names that contain one
+# (AWS_SECRET_ACCESS_KEY, GITHUB_TOKEN_RO, DB_PASSWORD_FILE, ...).
 _KEY_VALUE = re.compile(
-    r"""(?ix)
-    ( \b[\w-]*(?:token|password|passwd|secret|client-key-data|client-certificate-data|private[_-]?key)
+    r"""(?x)
+    ( (?: (?i:\b[\w-]*(?:token|password|passwd|passphrase|secret|client-key-data|client-certificate-data
+                          |private[_-]?key|api[_-]?key|access[_-]?key|auth[_-]?key|psk|credentials?))
+        | \b[A-Z0-9_]*(?:SECRET|TOKEN|PASSW|PRIVATE_KEY|API_KEY|ACCESS_KEY|AUTH_KEY|CREDENTIAL)[A-Z0-9_]* )
       ["']? \s* [:=] \s* ["']? )
     (?!\[REDACTED\])                     # already scrubbed
     ( [^\s"',}\]]+ )""")
+_ENV_SECRET_NAME = re.compile(r"^[A-Z0-9_]*(?:SECRET|TOKEN|PASSW|PRIVATE_KEY|API_KEY|ACCESS_KEY|AUTH_KEY|CREDENTIAL)[A-Z0-9_]*$")
+
+
+def secret_name(key: str) -> bool:
+    """True if a key or variable name says its value is secret."""
+    return bool(secrets.SECRET_KEY.search(key) or _ENV_SECRET_NAME.match(key))
+
+
 _HARMLESS = {"true", "false", "null", "none", "~", "''", '""', MARK.lower()}
 _KUBECONFIG_CREDENTIALS = ("client-key-data", "client-certificate-data", "token", "password")
 
@@ -113,7 +134,7 @@ class Redactor:
     def for_params(cls, params: Any, kubeconfigs: Iterable[str | Path] = ()) -> Redactor:
         """A redactor knowing every secret the params reference, plus the given kubeconfigs."""
         red = cls()
-        for ref in params.secret_refs():
+        for ref in params.secret_refs():  # SECRET fields and env:/file: anywhere in free-form data
             path = secrets.reference_path(ref)
             if path is None:
                 try:
@@ -137,6 +158,8 @@ class Redactor:
                 text = text.replace(value, MARK)
         text = _PEM.sub(lambda m: f"-----BEGIN {m.group(1)}----- {MARK} -----END {m.group(1)}-----", text)
         text = _BEARER.sub(lambda m: m.group(1) + MARK, text)
+        text = _URL_CREDENTIALS.sub(lambda m: m.group(1) + MARK + m.group(3), text)
+        text = _TOKENS.sub(MARK, text)
         return _KEY_VALUE.sub(lambda m: m.group(0) if _harmless(m.group(2)) else m.group(1) + MARK, text)
 
     def data(self, obj: Any) -> Any:
@@ -148,7 +171,7 @@ class Redactor:
         if isinstance(obj, dict):
             out = {}
             for key, value in obj.items():
-                if (isinstance(value, str) and secrets.SECRET_KEY.search(str(key))
+                if (isinstance(value, str) and secret_name(str(key))
                         and value and not _harmless(value)):
                     out[key] = MARK
                 else:

@@ -174,3 +174,19 @@ def test_real_ssh_run_and_unreachable_host(tmp_path: Path, project: Path, loopba
     [unreachable] = result.failures
     assert unreachable.host == "ghost" and unreachable.kind == "unreachable"
     assert "Connection refused" in unreachable.message or "port 1" in unreachable.message
+
+
+def test_the_operators_environment_is_not_recorded(tmp_path: Path, project: Path, monkeypatch) -> None:
+    """Only allow-listed variables reach ansible-playbook and artifacts/<ident>/command."""
+    canary = "canary-aws-secret-0xDEADBEEF-31337"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", canary)
+    monkeypatch.setenv("UNRELATED_SETTING", "canary-unrelated-value")
+    result = run_playbook("site.yml", project_dir=project, run_dir=tmp_path, inventory=local_inventory(),
+                          envvars={"ANSIBLE_PIPELINING": "True", "RUNBOOK_OWN": "kept"})
+    assert result.ok, result.summary()
+    command = json.loads((result.artifact_dir / "command").read_text())
+    assert "AWS_SECRET_ACCESS_KEY" not in command["env"] and "UNRELATED_SETTING" not in command["env"]
+    assert command["env"]["RUNBOOK_OWN"] == "kept" and "PATH" in command["env"]
+    leaked = [p for p in result.private_data_dir.rglob("*") if p.is_file()
+              and (canary in p.read_text(errors="ignore") or "canary-unrelated" in p.read_text(errors="ignore"))]
+    assert leaked == []

@@ -35,7 +35,8 @@ def test_defaults_file_matches_schema_defaults():
 @pytest.mark.parametrize("path", [LAB_FILE, *sorted((ROOT / "params" / "examples").glob("*.yaml"))],
                          ids=lambda p: p.name)
 def test_shipped_params_files_validate(path):
-    assert load_params([path]).params.site
+    # kubespray-custom-cni.yaml names the site's own manifest file (not shipped): schema only
+    assert load_params([path], static_checks=path.name != "kubespray-custom-cni.yaml").params.site
 
 
 def test_layers_override_in_order_and_mappings_merge(tmp_path):
@@ -48,7 +49,7 @@ def test_layers_override_in_order_and_mappings_merge(tmp_path):
         kubespray: {extra_vars: {b: 3}}
         policy: {scenarios: [only-this]}
         """)
-    p = load_params([a, b], ["site=two", "kubespray.kube_network_node_prefix=25"]).params
+    p = load_params([a, b], ["site=two", "kubespray.kube_network_node_prefix=25"], static_checks=False).params
     assert p.site == "two"  # --set beats files
     assert p.kubespray.kube_proxy_mode == "iptables"  # a beats defaults
     assert p.kubespray.extra_vars == {"a": 1, "b": 3}  # mappings merge key by key
@@ -75,7 +76,7 @@ def test_relative_paths_resolve_against_the_file_that_set_them(tmp_path):
         policy: {files: [policies/deny.yaml]}
         cluster: {ssh: {key_file: ./keys/id, become_password: file:../pw.txt}}
         """) if (tmp_path / "sub").mkdir() is None else None
-    p = load_params([site]).params
+    p = load_params([site], static_checks=False).params  # the files need not exist for this
     assert p.policy.files == [str(tmp_path / "sub" / "policies" / "deny.yaml")]
     assert p.cluster.ssh.key_file == str(tmp_path / "sub" / "keys" / "id")
     assert p.cluster.ssh.become_password == f"file:{tmp_path / 'pw.txt'}"
@@ -218,5 +219,94 @@ def test_secret_looking_keys_in_free_form_mappings(tmp_path):
 
 def test_kubeconfig_and_key_are_secret_references():
     p = load_params([], ["provisioner.kubeconfig=/etc/kube.conf", "cluster.ssh.key_file=/k",
-                         "cni.registry_credentials={username: u, password: 'env:P'}"]).params
+                         "kubespray.extra_vars={registry_password: 'env:P'}"]).params
     assert sorted(p.secret_refs()) == ["/etc/kube.conf", "/k", "env:P"]
+
+
+CANARY_INLINE = "canary-inline-secret-4242"
+
+
+@pytest.mark.parametrize("text, key", [
+    # in a list, nested in a list item, as a number, under cni.config's psk
+    (f"kubespray: {{extra_vars: {{registry_passwords: [{CANARY_INLINE}]}}}}", "registry_passwords[0]"),
+    (f"kubespray: {{extra_vars: {{users: [{{name: a, password: {CANARY_INLINE}}}]}}}}", "users[0].password"),
+    ("kubespray: {extra_vars: {etcd_password: 4242424242}}", "etcd_password"),
+    (f"cni: {{config: {{ipsec: {{psk: {CANARY_INLINE}}}}}}}", "ipsec.psk"),
+    ("cni:\n  profile: generic\n  source:\n    kind: helm\n    helm:\n      repository_url: https://x\n      chart: c\n"
+     f"      values: {{auth: {{apiKey: {CANARY_INLINE}}}}}", "auth.apiKey"),
+])
+def test_inline_secrets_nested_in_lists_numbers_and_cni_config(tmp_path, text, key):
+    msgs = problems([write(tmp_path, "s.yaml", text + "\n")])
+    assert any(f"'{key}' looks like a secret" in m for m in msgs), msgs
+    assert not any(CANARY_INLINE in m or "4242424242" in m for m in msgs)
+
+
+# --- static checks before anything is touched (params/checks.py) ------------------------------
+
+ALIAS_BOMB = "\n".join(["a: &a [x, x, x, x, x, x, x, x, x]"] + [
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]" for i in range(8)]) + "\n"
+
+
+@pytest.mark.parametrize("text, expected", [
+    (ALIAS_BOMB, "alias bomb"),
+    ("x: " + "[" * 3000 + "]" * 3000 + "\n", "nested deeper than 64 levels"),
+])
+def test_yaml_bombs_are_refused_quickly(tmp_path, text, expected):
+    import time
+
+    assert len(ALIAS_BOMB) < 700
+    t0 = time.monotonic()
+    (msg,) = problems([write(tmp_path, "bomb.yaml", text)])
+    assert expected in msg and "bomb.yaml" in msg
+    assert time.monotonic() - t0 < 2
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("policy: {files: [missing.yaml]}", "policy.files[0] = '{d}/missing.yaml': the policy file does not exist"),
+    ("cni: {profile: generic, source: {kind: file, path: nope.yml}}",
+     "cni.source.path = '{d}/nope.yml': the CNI manifest does not exist"),
+    ("cni: {profile: generic, source: {kind: file, path: bad.yml}}", "the CNI manifest is not valid YAML"),
+    ("policy: {scenarios: [default-deny-ingres]}", "policy.scenarios: unknown built-in scenario 'default-deny-ingres'"),
+    ("cluster: {preflight: {waivers: [module_openvswich]}}",
+     "cluster.preflight.waivers[0] = 'module_openvswich': no preflight check has this name; did you mean 'module_openvswitch'?"),
+    ("cni: {config: {antreaProxy: {proxyAll: true}}}", "proxyAll: true needs cni.config.kubeAPIServerOverride"),
+    ("cni: {config: {antreaProxy: {proxyAl: true}}}", "cni.config.antreaProxy.proxyAl: unknown Antrea setting; did you mean"),
+    ("cni: {image_registry: 'https://registry.example:5000'}", "without a scheme such as https://"),
+    ("cni: {version: v2.77.0}", "cni.version = 'v2.77.0': not an Antrea release this runbook knows"),
+    ("cluster: {nodes: [{name: n1, roles: [kube_control_plane, etcd, kube_node], ansible_host: '10.99.0.1l '}]}",
+     "cluster.nodes[0].ansible_host = '10.99.0.1l ': expected an IP address or a host name"),
+    ("cluster: {nodes: [{name: n1, roles: [kube_control_plane, etcd, kube_node], ansible_host: '10.99.0.1l'}]}",
+     "looks like a mistyped IPv4 address"),
+])
+def test_static_checks_name_file_key_and_expectation(tmp_path, text, expected):
+    (tmp_path / "bad.yml").write_text("a: [\n")
+    site = write(tmp_path, "s.yaml", text + "\n")
+    msgs = problems([site])
+    assert any(expected.format(d=tmp_path) in m for m in msgs), msgs
+    assert all(m.startswith(f"{site}:") or m.startswith("s.yaml:") for m in msgs), msgs
+
+
+def test_static_checks_pass_for_good_inputs(tmp_path):
+    (tmp_path / "deny.yaml").write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: d, namespace: x}\n"
+        "spec: {podSelector: {}, policyTypes: [Ingress]}\n")
+    site = write(tmp_path, "s.yaml", """
+        policy: {files: [deny.yaml], scenarios: [default-deny-ingress]}
+        cluster: {preflight: {waivers: [module_openvswitch]}}
+        cni: {version: v2.6.1, image_registry: 'mirror.local:5000/antrea',
+              config: {antreaProxy: {proxyAll: true}, kubeAPIServerOverride: 'https://10.0.0.1:6443'}}
+        """)
+    p = load_params([site]).params
+    assert p.cni.image_registry == "mirror.local:5000/antrea"
+
+
+def test_stage_timeouts_can_be_set_by_stage_id():
+    run = load_params([], ["run.timeouts.stages.02_cni_install=600"]).params.run
+    assert run.timeouts.for_stage("02_cni_install") == 600
+
+
+def test_keys_nothing_reads_are_gone():
+    msgs = problems([], ["validation.timeouts.total_s=900", "cni.registry_credentials={username: u}"])
+    assert any("validation.timeouts.total_s: unknown key" in m for m in msgs)
+    assert any("cni.registry_credentials: unknown key" in m for m in msgs)

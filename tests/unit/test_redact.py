@@ -113,3 +113,40 @@ def test_a_known_secret_never_survives(secret, before, after):
     assert secret not in once
     assert red.text(once) == once  # idempotent
     assert secret not in json.dumps(red.data({"k": [before + secret + after]}))
+
+
+def test_url_proxy_token_and_env_style_credentials():
+    red = Redactor()
+    text = ("DATABASE_URL=postgres://app:dbPw-0xCANARY@db.example:5432/app\n"
+            "https_proxy=http://proxyuser:proxyPw-CANARY@proxy:3128\n"
+            "Proxy-Authorization: Basic cHJveHk6Y2FuYXJ5LXB3\n"
+            "//registry.npmjs.org/:_authToken=npm_CANARYabcdefghijklmnopqrstuvwxyz0123\n"
+            "AWS_SECRET_ACCESS_KEY=wJalrCANARYEXAMPLEKEY\n"
+            '{"GITHUB_TOKEN_RO": "ghp_CANARYabcdefghijklmnopqrstuvwxyz0123"}\n'
+            "DB_PASSWORD_FILE: hunter2CANARY\nipsec: {psk: pskCANARY123}\n"
+            "url: https://example.com/path user@host.example secretName: antrea-ipsec\n")
+    out = red.text(text)
+    for secret in ("dbPw-0xCANARY", "proxyPw-CANARY", "cHJveHk6Y2FuYXJ5LXB3", "npm_CANARY", "wJalrCANARY",
+                   "ghp_CANARY", "hunter2CANARY", "pskCANARY123"):
+        assert secret not in out, secret
+    assert "postgres://app:[REDACTED]@db.example:5432/app" in out
+    assert "https://example.com/path user@host.example" in out  # URLs without credentials stay
+    assert "secretName: antrea-ipsec" in out  # a reference to a Secret by name is no secret
+    assert red.text(out) == out
+
+
+def test_data_scrubs_env_style_names():
+    red = Redactor()
+    assert red.data({"env": {"AWS_SECRET_ACCESS_KEY": "x1y2z3", "HOME": "/root", "secretName": "s"}}) == {
+        "env": {"AWS_SECRET_ACCESS_KEY": MARK, "HOME": "/root", "secretName": "s"}}
+
+
+def test_references_in_free_form_params_are_scrubbed(tmp_path, monkeypatch):
+    monkeypatch.setenv("CANARY_EXTRA_PW", "canary-extra-vars-pw-777")
+    monkeypatch.setenv("CANARY_PSK", "canary-cni-config-psk-888")
+    site = tmp_path / "site.yaml"
+    site.write_text("kubespray:\n  extra_vars:\n    users: [{name: a, password: 'env:CANARY_EXTRA_PW'}]\n"
+                    "cni:\n  profile: generic\n  source: {kind: manifest-url, url: 'https://x/cni.yaml'}\n"
+                    "  config: {ipsec: {psk: 'env:CANARY_PSK'}}\n")
+    red = Redactor.for_params(load_params([site]).params)
+    assert red.text("canary-extra-vars-pw-777 canary-cni-config-psk-888") == f"{MARK} {MARK}"

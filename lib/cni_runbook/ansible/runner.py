@@ -12,6 +12,9 @@ Why a wrapper:
   writes it to ``job_events/``, to the failure messages shown live, and, once the run is over, to
   every other text file ansible-runner left in the private data directory (stdout, command,
   env/*). The artifacts are kept in the run folder, so they are part of the audit record.
+* The environment: ansible-playbook gets, and ``artifacts/<ident>/command`` records, only the
+  variables of :data:`ENV_ALLOW` (plus ``ANSIBLE_*``/``LC_*``, the caller's ``envvars`` and what
+  ansible-runner sets itself), never the operator's whole environment.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import ansible_runner
+import ansible_runner.interface
 import pandas as pd
 
 Redactor = Callable[[str], str]
@@ -336,6 +340,31 @@ class AnsibleRunError(RuntimeError):
         super().__init__("\n".join(lines))
 
 
+# Variables of the caller's environment that ansible-playbook may see (and the record may show).
+# Everything else (cloud keys, tokens, database URLs, ...) is dropped; variables the caller passes
+# as ``envvars`` and those ansible-runner sets itself are kept.
+ENV_ALLOW = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TZ", "TMPDIR",
+    "SSH_AUTH_SOCK", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONUNBUFFERED",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+})
+ENV_ALLOW_PREFIXES = ("ANSIBLE_", "LC_")
+
+
+def allowed_env(env: Mapping[str, str], keep: Collection[str] = ()) -> dict[str, str]:
+    """The variables of ``env`` that are on the allow-list, set by ansible-runner, or in ``keep``.
+
+    A variable inherited unchanged from this process's environment is kept only when allowed; one
+    ansible-runner added or changed (its callback plugin settings, ...) is its own and kept.
+    """
+    out: dict[str, str] = {}
+    for name, value in env.items():
+        inherited = os.environ.get(name) == value
+        if name in keep or name in ENV_ALLOW or name.startswith(ENV_ALLOW_PREFIXES) or not inherited:
+            out[name] = value
+    return out
+
+
 def ansible_playbook_binary() -> str:
     """The ansible-playbook of this interpreter's environment (so versions checked here apply)."""
     beside = Path(sys.executable).parent / "ansible-playbook"
@@ -410,12 +439,18 @@ class AnsibleJob:
         self.started = datetime.now(timezone.utc)
         self._t0 = time.monotonic()
         progress.set_status("starting")
-        self._thread, self._runner = ansible_runner.run_async(
+        # run_async() without its shortcut: the environment is cut down to the allow-list before
+        # ansible-runner writes it to artifacts/<ident>/command and hands it to ansible-playbook.
+        self._runner = ansible_runner.interface.init_runner(
             **runner_kwargs,
             event_handler=self._event,
             status_handler=self._status,
             cancel_callback=self._should_cancel,
         )
+        config = self._runner.config
+        config.env = allowed_env(config.env, set(runner_kwargs.get("envvars") or {}))
+        self._thread = threading.Thread(target=self._runner.run)
+        self._thread.start()
 
     # ansible-runner callbacks (its thread) ------------------------------------------------
     def _event(self, event: dict[str, Any]) -> bool:

@@ -94,6 +94,67 @@ def _lines(node: yaml.Node, loc: Loc, out: dict[Loc, int], source: str) -> None:
             _lines(item, loc + (i,), out, source)
 
 
+MAX_DEPTH = 64          # nesting of mappings/sequences in one document
+MAX_NODES = 100_000     # nodes of a document with every alias expanded (an alias bomb has billions)
+
+
+class YamlBoundError(ValueError):
+    """A YAML text beyond the nesting or alias-expansion bounds."""
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Reject nesting deeper than MAX_DEPTH from the event stream (no recursion, so no RecursionError)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else "?"
+                raise YamlBoundError(f"{source}:{line}: nested deeper than {MAX_DEPTH} levels "
+                                     "(params are a few levels deep; is this the right file?)")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+def _check_expansion(node: yaml.Node | None, source: str) -> None:
+    """Reject documents whose aliases expand to more than MAX_NODES nodes (linear: sizes are memoised)."""
+    sizes: dict[int, int] = {}
+
+    def size(n: yaml.Node) -> int:
+        key = id(n)
+        if key in sizes:
+            return sizes[key]
+        sizes[key] = 1  # a recursive alias counts once
+        if isinstance(n, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            total = 1 + sum(size(v) for v in n.value)
+        else:
+            total = 1
+        sizes[key] = min(total, MAX_NODES + 1)
+        return sizes[key]
+
+    if node is not None and size(node) > MAX_NODES:
+        raise YamlBoundError(f"{source}: aliases expand to more than {MAX_NODES} values (a YAML alias bomb?); "
+                             "write the values out or use fewer nested aliases")
+
+
+def compose_bounded(text: str, source: str) -> yaml.Node | None:
+    """yaml.compose with the depth and alias-expansion bounds checked first."""
+    _check_depth(text, source)
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    _check_expansion(node, source)
+    return node
+
+
+def safe_load_all_bounded(text: str, source: str) -> list[Any]:
+    """yaml.safe_load_all of a text within the bounds (policy files, manifests named by params)."""
+    _check_depth(text, source)
+    for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
+        _check_expansion(node, source)
+    return list(yaml.safe_load_all(text))
+
+
 def read_yaml(path: Path) -> tuple[dict[str, Any], Layer, str]:
     """Read one params file: (data, layer, sha256 of its bytes)."""
     source = _display(path)
@@ -104,8 +165,10 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], Layer, str]:
     text = raw.decode("utf-8", errors="replace")
     layer = Layer(source, path.parent.resolve())
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = compose_bounded(text, source)
         data = yaml.safe_load(text)
+    except YamlBoundError as exc:
+        raise ParamsError([str(exc)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
@@ -150,7 +213,7 @@ def _copy(value: Any) -> Any:
     return value
 
 
-_SEGMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)((?:\[\d+\])*)$")
+_SEGMENT = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9_-]*)((?:\[\d+\])*)$")  # 02_cni_install is a key
 
 
 def parse_set(expr: str) -> tuple[Loc, Any]:
@@ -298,11 +361,13 @@ def load_params(
     set_values: typing.Iterable[str] = (),
     inline: dict[str, Any] | None = None,
     defaults: str | os.PathLike[str] | None = DEFAULTS_FILE,
+    static_checks: bool = True,
 ) -> LoadedParams:
     """Layer, validate and return the params. Raises :class:`ParamsError` for any user error.
 
     ``inline`` holds top-level sections given directly (a notebook's parameters when it is run
-    with ``papermill -f site.yaml``); ``None`` values in it are ignored.
+    with ``papermill -f site.yaml``); ``None`` values in it are ignored. ``static_checks`` runs
+    :mod:`.checks` (files named by params exist and parse, names exist, CNI settings fit).
     """
     data: dict[str, Any] = {}
     origin: dict[Loc, int] = {}
@@ -340,5 +405,11 @@ def load_params(
         params = Params.model_validate(data)
     except ValidationError as exc:
         raise ParamsError([_problem(e, layer_of) for e in exc.errors()]) from None
+    if static_checks:
+        from .checks import check
+
+        found = check(params, lambda loc: layer_of(tuple(loc)).where(tuple(loc)))
+        if found:
+            raise ParamsError(found)
     return LoadedParams(params=params, files=hashes, set_values=set_values,
                         where=lambda key: layer_of(key_loc(key)).where(key_loc(key)))

@@ -79,15 +79,59 @@ def _regex(value: str) -> str:
 
 Regex = Annotated[str, AfterValidator(_regex)]
 
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+def _host_address(value: str) -> str:
+    """An IP address or a DNS name, nothing else (no spaces; ``10.99.0.1l`` is a typo, not a name)."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    labels = value.split(".")
+    if value != value.strip() or not _HOSTNAME.match(value):
+        raise ValueError("expected an IP address or a host name (letters, digits, '-' and '.', no spaces)")
+    if len(labels) == 4 and all(re.fullmatch(r"\d{1,3}", label) for label in labels[:3]):
+        raise ValueError("expected an IP address or a host name; this looks like a mistyped IPv4 address")
+    if labels[-1].isdigit():
+        raise ValueError("expected an IP address or a host name; a host name cannot end in a numeric label")
+    return value
+
+
+HostAddress = Annotated[str, AfterValidator(_host_address)]
+
+
+def _registry(value: str | None) -> str | None:
+    """A registry host[:port][/path] prefix, as image references spell it (no scheme)."""
+    if value is None:
+        return value
+    if "://" in value:
+        raise ValueError("expected a registry as image references name it, host[:port][/path] "
+                         "(e.g. registry.example.org:5000/mirror), without a scheme such as https://")
+    if not re.fullmatch(r"[A-Za-z0-9.-]+(:\d{1,5})?(/[a-z0-9._/-]+)?", value):
+        raise ValueError("expected host[:port][/path], e.g. registry.example.org:5000/mirror")
+    return value.rstrip("/")
+
 
 def _no_inline_secrets(mapping: dict[str, Any], where: str = "") -> dict[str, Any]:
-    """Reject free-form mappings that carry a secret-looking key with an inline value."""
-    for key, value in mapping.items():
-        path = f"{where}{key}"
+    """Reject free-form data that carries a secret-looking key with an inline value.
+
+    Walks nested mappings and lists; under a secret-looking key every string must be a
+    reference and no number may appear (``password: 123456`` is an inline secret too).
+    """
+    def walk(value: Any, path: str, secret: bool) -> None:
         if isinstance(value, dict):
-            _no_inline_secrets(value, f"{path}.")
-        elif isinstance(value, str) and secrets.SECRET_KEY.search(str(key)) and not secrets.is_reference(value):
-            raise ValueError(f"'{path}' looks like a secret; expected {secrets.SECRET_REF_EXPECTATION}")
+            for key, item in value.items():
+                walk(item, f"{path}.{key}" if path else str(key), secret or bool(secrets.SECRET_KEY.search(str(key))))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, f"{path}[{i}]", secret)
+        elif secret and not isinstance(value, bool) and value is not None:
+            if not isinstance(value, str) or not secrets.is_reference(value):
+                raise ValueError(f"'{path}' looks like a secret; expected {secrets.SECRET_REF_EXPECTATION}")
+
+    walk(mapping, where.rstrip("."), False)
     return mapping
 
 
@@ -110,7 +154,7 @@ class Node(Strict):
 
     name: str = Field(pattern=_NAME, description="inventory hostname")
     roles: list[Role] = Field(min_length=1, description="Kubespray inventory groups")
-    ansible_host: str = Field(min_length=1, description="address Ansible connects to over SSH")
+    ansible_host: HostAddress = Field(min_length=1, description="address Ansible connects to over SSH")
     ip: ipaddress.IPv4Address | None = Field(None, description="address the node's services bind to")
     access_ip: ipaddress.IPv4Address | None = Field(None, description="address other nodes use")
 
@@ -227,11 +271,6 @@ class CniSource(Strict):
         return self
 
 
-class RegistryCredentials(Strict):
-    username: str
-    password: SecretRef
-
-
 _MINOR = r"^v?\d+\.\d+(\.\d+)?$"
 
 
@@ -251,8 +290,8 @@ class Cni(Strict):
     source: CniSource | None = None
     namespace: str = Field("kube-system", pattern=_NAME)
     config: FreeMap = Field({}, description="overrides merged into the CNI's own configuration")
-    image_registry: str | None = Field(None, description="registry that replaces the images' registry")
-    registry_credentials: RegistryCredentials | None = None
+    image_registry: Annotated[str | None, AfterValidator(_registry)] = Field(
+        None, description="registry that replaces the images' registry (host[:port][/path], no scheme)")
     route: Literal["direct", "kubespray_custom_cni"] = "direct"
     server_dry_run: bool = False
     compatibility: CniCompatibility = CniCompatibility()
@@ -283,7 +322,6 @@ class ValidationImages(Strict):
 class ValidationTimeouts(Strict):
     pod_ready_s: int = Field(180, ge=1)
     probe_s: int = Field(10, ge=1)
-    total_s: int = Field(900, ge=1)
 
 
 class Validation(Strict):
@@ -477,14 +515,18 @@ class Params(Strict):
         return self.model_dump(mode="json")[name]
 
     def secret_refs(self) -> list[str]:
-        """Every secret reference set in these params (the values of fields marked SECRET)."""
+        """Every secret reference set in these params: fields marked SECRET, and ``env:``/``file:``
+        references anywhere in free-form mappings (kubespray.extra_vars, cni.config, Helm values)."""
         found: list[str] = []
 
         def walk(model: BaseModel) -> None:
             for name, info in type(model).model_fields.items():
                 value = getattr(model, name)
-                if SECRET in list(info.metadata) + unwrap(info.annotation)[1] and isinstance(value, str):
+                markers = list(info.metadata) + unwrap(info.annotation)[1]
+                if SECRET in markers and isinstance(value, str):
                     found.append(value)
+                elif MAY_HOLD_SECRETS in markers:  # env:/file: references anywhere in free-form data
+                    found.extend(secrets.references_in(value))
                 for item in value if isinstance(value, list) else [value]:
                     if isinstance(item, BaseModel):
                         walk(item)

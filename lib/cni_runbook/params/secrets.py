@@ -20,9 +20,10 @@ _PATH_PREFIXES = ("/", "./", "../", "~")
 SECRET_REF_EXPECTATION = "a secret reference: 'env:VAR', 'file:PATH' or a path starting with / ./ ../ or ~ (never the secret itself)"
 
 # Keys whose values are secrets wherever they appear in free-form mappings
-# (kubespray extra_vars, CNI config overrides, Helm values).
-SECRET_KEY = re.compile(r"(pass(word|wd)?|secret|token|private_?key|api_?key|credential)s?$", re.IGNORECASE)
-
+# (kubespray extra_vars, CNI config overrides, Helm values): the name ends in one of these.
+SECRET_KEY = re.compile(
+    r"(pass(word|wd|phrase)?|secret|token|private_?key|api_?key|access_?key|auth_?key|encryption_?key"
+    r"|signing_?key|credential|psk|pre_?shared_?key|client_?key(_?data)?)s?$", re.IGNORECASE)
 
 class SecretError(ValueError):
     """A secret reference that cannot be resolved."""
@@ -67,3 +68,18 @@ def resolve(value: str) -> str:
         return path.read_text()
     except OSError as exc:
         raise SecretError(f"cannot read secret file {path}: {exc.strerror}") from None
+
+
+def references_in(value: object) -> list[str]:
+    """Secret references anywhere in free-form data (``env:VAR`` and ``file:PATH`` strings)."""
+    found: list[str] = []
+    if isinstance(value, str):
+        if _ENV.match(value) or (value.startswith("file:") and len(value) > len("file:")):
+            found.append(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            found.extend(references_in(item))
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            found.extend(references_in(item))
+    return found
