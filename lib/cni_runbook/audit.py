@@ -104,6 +104,52 @@ def project_info() -> dict[str, Any]:
     return {"version": __version__, "git_commit": commit, "git_dirty": bool(dirty) if commit else None}
 
 
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of a process (clock ticks since boot), or None when there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def runner_info() -> dict[str, Any]:
+    """Who executes a run: enough to tell later whether that process is still alive."""
+    pid = os.getpid()
+    return {"pid": pid, "host": socket.gethostname(), "boot_id": _boot_id(), "pid_start": _process_start(pid)}
+
+
+def abandoned(record: dict[str, Any]) -> str | None:
+    """Why a record still marked running has no runner any more (a hard kill, a reboot), else None.
+
+    A run whose runner is alive, or that ran on another host (nothing here can tell), is not abandoned.
+    """
+    if record.get("status") not in ("running", "created"):
+        return None
+    runner = record.get("runner")
+    if not isinstance(runner, dict):
+        return "the record is marked running but names no runner process"
+    if runner.get("host") != socket.gethostname():
+        return None
+    if runner.get("boot_id") and _boot_id() and runner["boot_id"] != _boot_id():
+        return f"the machine restarted since runner pid {runner.get('pid')} started the run"
+    start = _process_start(int(runner.get("pid") or 0))
+    if start is None or (runner.get("pid_start") and start != runner["pid_start"]):
+        return f"its runner (pid {runner.get('pid')} on {runner['host']}) is gone"
+    return None
+
+
+def effective_status(record: dict[str, Any]) -> str:
+    """The status to show: 'abandoned' for a running record without a runner."""
+    return "abandoned" if abandoned(record) else str(record.get("status"))
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -150,6 +196,15 @@ def verify(run_dir: Path) -> list[str]:
     except RunbookError as exc:
         return [str(exc)]
     problems = []
+    why = abandoned(record)
+    if why:
+        problems.append(f"{RECORD}: the run was abandoned ({why}) and its record was never finalised; "
+                        f"`cni-runbook repair {record.get('run_id', run_dir.name)}` closes it as abandoned, "
+                        "`cni-runbook resume` closes it and continues")
+    elif record.get("status") == "running":
+        runner = record.get("runner") or {}
+        problems.append(f"{RECORD}: the run is still in progress (runner pid {runner.get('pid')} on "
+                        f"{runner.get('host')}); verify it when it ends")
     if record.get("record_sha256") != _digest(record):
         problems.append(f"{RECORD}: edited after it was written (digest mismatch)")
     recorded: dict[str, str] = record.get("files", {})

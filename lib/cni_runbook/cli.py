@@ -1,6 +1,6 @@
 """cni-runbook: run the CNI runbook stages, keep and verify their audit records.
 
-Subcommands: run, params, resume, list, show, verify, report, and ``lab`` (registered by
+Subcommands: run, params, resume, list, show, verify, repair, report, and ``lab`` (registered by
 ``cni_runbook.lab.cli`` when that module is present), ``rollback`` and ``policy``.
 
 Exit codes: 0 success, 1 a stage failed or a record does not verify, 2 a user error (bad params,
@@ -162,6 +162,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    from . import runner
+
+    record = runner.repair(args.run_id, args.outputs)
+    info = record["abandoned"]
+    print(f"run {record['run_id']}: closed as ABANDONED ({info['reason']})")
+    for entry in record["stages"]:
+        if entry["status"] == "abandoned":
+            print(f"  stage {entry['stage']} #{entry['attempt']}: abandoned")
+    if info["adopted_files"]:
+        print(f"  {len(info['adopted_files'])} file(s) written after the last record were adopted (listed in run.json)")
+    print(f"  continue with: cni-runbook resume {record['run_id']}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from . import report
 
@@ -239,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="re-hash a run folder against its run.json (exit 1 on any difference)")
     p.add_argument("run_id", help=RUN_HELP)
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("repair", help="close the record of a run whose runner was killed (SIGKILL, power loss) "
+                       "as abandoned, listing what it left")
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_repair)
 
     p = sub.add_parser("report", help="path of a run's report.html, or rebuild it elsewhere with --out")
     p.add_argument("run_id", help=RUN_HELP)

@@ -98,7 +98,7 @@ def load_runs(outputs: str | Path | None = None, verify: bool = True) -> pd.Data
             "cni_version": facts["cni"].get("version") or "",
             "plan": record["plan"],
             "stages": ", ".join(record["selected"]),
-            "status": record["status"],
+            "status": audit.effective_status(record),  # a hard-killed run shows as abandoned
             "failed_stage": failed[-1] if failed else None,
             "duration_s": round(sum(s["duration_s"] for s in executed), 1),
             "verified": not audit.verify(run_dir) if verify else None,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -26,9 +28,10 @@ from . import audit, history, report, stages
 from .audit import RunbookError
 from .params import LoadedParams, load_params
 from .redact import Redactor
-from .state import RESULT_FILE, attempt_dir, kubeconfigs, next_attempt
+from .state import RESULT_FILE, artifact_dirs, attempt_dir, kubeconfigs, next_attempt
 
 KERNEL_NAME = "cni-runbook"
+STAGING_PREFIX = "cni-runbook-"  # papermill's private staging folders: <tmp>/cni-runbook-<run id>-*
 log = logging.getLogger("cni_runbook")
 
 
@@ -56,7 +59,7 @@ class RunResult:
 
     @property
     def failed(self) -> StageOutcome | None:
-        return next((o for o in self.outcomes if o.status == "failed"), None)
+        return next((o for o in self.outcomes if o.status in ("failed", "interrupted")), None)
 
 
 def resolve_kernel(preferred: str | None = None) -> str:
@@ -161,6 +164,70 @@ def _kernel_manager_class():
     return IPCKernelManager
 
 
+def _kernel_pids() -> list[int]:
+    """Child processes of this runner that are Jupyter kernels (they run in their own session)."""
+    me, found = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == me and b"kernel" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+class _Signals:
+    """SIGTERM and SIGHUP stop a run the way Ctrl-C does, with the stage's own cleanup.
+
+    The first signal interrupts the stage's kernel (SIGINT: the running cell raises
+    KeyboardInterrupt, so its ``finally`` clean-ups remove the test workloads), then gives the
+    kernel :attr:`GRACE_S` seconds before the runner itself stops; a second signal stops at once.
+    Either way the stage is recorded as interrupted and the record is finalised and verifiable.
+    """
+
+    GRACE_S = 60
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        try:
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous.clear()
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        first = self.received is None
+        self.received = signal.Signals(signum).name
+        kernels = _kernel_pids() if first else []
+        for pid in kernels:
+            try:
+                os.kill(pid, signal.SIGINT)
+            except OSError:
+                pass
+        if kernels:
+            log.warning("%s: interrupting the stage (kernel pid %s); stopping in at most %d s",
+                        self.received, ", ".join(map(str, kernels)), self.GRACE_S)
+            signal.signal(signal.SIGALRM, self._expire)
+            signal.alarm(self.GRACE_S)
+            return
+        raise KeyboardInterrupt(self.received)
+
+    def _expire(self, signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"{self.received}: the stage did not stop within {self.GRACE_S} s")
+
+    def __exit__(self, *exc: object) -> None:
+        signal.alarm(0)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def _cell_head(notebook: Path, index: int | None) -> str | None:
     """First line of the failing cell; ``index`` counts cells without papermill's error markers."""
     if index is None or not notebook.exists():
@@ -173,7 +240,8 @@ def _cell_head(notebook: Path, index: int | None) -> str | None:
 
 
 def execute_stage(stage: stages.StageSpec, run_dir: Path, loaded: LoadedParams, plan: bool, kernel: str,
-                  attempt: int, notebooks_dir: Path, redactor: Redactor) -> StageOutcome:
+                  attempt: int, notebooks_dir: Path, redactor: Redactor,
+                  signals: _Signals | None = None) -> StageOutcome:
     """Execute one stage notebook into the run folder and return its outcome."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -192,7 +260,7 @@ def execute_stage(stage: stages.StageSpec, run_dir: Path, loaded: LoadedParams, 
     timeout = loaded.params.run.timeouts.for_stage(stage.id)
     started, t0 = audit.now(), time.monotonic()
     error: dict[str, Any] | None = None
-    staging = Path(tempfile.mkdtemp(prefix="cni-runbook-"))
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{run_dir.name}-"))  # repair finds it by run id
     staged = staging / out_name
     try:
         papermill.execute_notebook(
@@ -202,10 +270,11 @@ def execute_stage(stage: stages.StageSpec, run_dir: Path, loaded: LoadedParams, 
     except PapermillExecutionError as exc:
         error = {"cell_index": exc.cell_index, "exec_count": exc.exec_count, "ename": exc.ename, "evalue": exc.evalue}
         if exc.ename == "KeyboardInterrupt":
-            error["evalue"] = f"interrupted: a cell ran longer than the {timeout} s execution timeout"
-    except KeyboardInterrupt:
+            error["evalue"] = (f"interrupted by {signals.received}" if signals and signals.received else
+                               f"interrupted: a cell ran longer than the {timeout} s execution timeout")
+    except KeyboardInterrupt as exc:
         error = {"cell_index": None, "exec_count": None, "ename": "KeyboardInterrupt",
-                 "evalue": "interrupted by the operator"}
+                 "evalue": f"interrupted by {exc.args[0] if exc.args else 'the operator'}"}
     except Exception as exc:  # kernel failed to start or died, notebook unreadable, ...
         error = {"cell_index": None, "exec_count": None, "ename": type(exc).__name__, "evalue": str(exc)}
     finally:
@@ -222,7 +291,8 @@ def execute_stage(stage: stages.StageSpec, run_dir: Path, loaded: LoadedParams, 
         result = json.loads((artifacts / RESULT_FILE).read_text())
     if error:
         error["cell"] = _cell_head(target, error["cell_index"])
-        status = "failed"
+        status = "interrupted" if error["ename"] == "KeyboardInterrupt" and (
+            signals and signals.received or error["evalue"].startswith("interrupted by")) else "failed"
         recorded_failure = result is not None and result["status"] == "failed"
         summary = result["summary"] if recorded_failure else f"{error['ename']}: {error['evalue']}"
     elif result is None:
@@ -240,7 +310,8 @@ def failure_message(run_dir: Path, outcome: StageOutcome) -> str:
     where = ""
     if err.get("cell_index") is not None:
         where = f" in cell In [{err.get('exec_count')}]" + (f" ({err['cell']!r})" if err.get("cell") else "")
-    return (f"stage {outcome.stage} failed{where}: {outcome.summary}\n"
+    verb = "was interrupted" if outcome.status == "interrupted" else "failed"
+    return (f"stage {outcome.stage} {verb}{where}: {outcome.summary}\n"
             f"  executed notebook: {run_dir / outcome.notebook}")
 
 
@@ -332,26 +403,35 @@ class Run:
         plan = self.record["plan"]
         outcomes: list[StageOutcome] = []
         self.record["status"] = "running"
+        self.record["runner"] = audit.runner_info()  # a hard kill leaves this: list/verify/resume see it
         self.save()
-        with _Logging(self.run_dir, self.redactor()):
+        signals = _Signals()
+        with _Logging(self.run_dir, self.redactor()), signals:
             log.info("run %s: %d stage(s) %s, kernel %s", self.record["run_id"], len(todo),
                      "in PLAN mode" if plan else "applying", kernel)
             log.info("\n".join(params_lines(self.record)))
-            for n, stage in enumerate(todo, 1):
-                attempt = next_attempt(self.run_dir, stage.id)
-                log.info("[%d/%d] %s: %s", n, len(todo), stage.id, stage.title)
-                outcome = execute_stage(stage, self.run_dir, self.loaded, plan, kernel, attempt,
-                                        self.notebooks_dir, self.redactor())
-                outcomes.append(outcome)
-                self.record["stages"].append(asdict(outcome))
-                self.record.update(history.run_facts(self.run_dir, self.record))
-                self.save()
-                log.info("[%d/%d] %s: %s in %.1f s - %s", n, len(todo), stage.id, outcome.status.upper(),
-                         outcome.duration_s, outcome.summary)
-                if outcome.status == "failed":
-                    break
+            try:
+                for n, stage in enumerate(todo, 1):
+                    attempt = next_attempt(self.run_dir, stage.id)
+                    log.info("[%d/%d] %s: %s", n, len(todo), stage.id, stage.title)
+                    outcome = execute_stage(stage, self.run_dir, self.loaded, plan, kernel, attempt,
+                                            self.notebooks_dir, self.redactor(), signals)
+                    outcomes.append(outcome)
+                    self.record["stages"].append(asdict(outcome))
+                    self.record.update(history.run_facts(self.run_dir, self.record))
+                    self.save()
+                    log.info("[%d/%d] %s: %s in %.1f s - %s", n, len(todo), stage.id, outcome.status.upper(),
+                             outcome.duration_s, outcome.summary)
+                    if outcome.status in ("failed", "interrupted") or signals.received:
+                        break
+            except KeyboardInterrupt as exc:  # a signal between stages
+                signals.received = signals.received or (exc.args[0] if exc.args else "SIGINT")
             failed = any(o.status == "failed" for o in outcomes)
-            self.record["status"] = "failed" if failed else ("planned" if plan else "passed")
+            interrupted = bool(signals.received) or any(o.status == "interrupted" for o in outcomes)
+            self.record["status"] = ("interrupted" if interrupted else "failed" if failed else
+                                     ("planned" if plan else "passed"))
+            if signals.received:
+                self.record["interrupted_by"] = signals.received
             self.record["finished"] = audit.now()
             self._summaries()
             log.info("\n".join(recap_lines(self.run_dir, self.record)))
@@ -400,9 +480,86 @@ def start(files: list[str], set_values: list[str] = (), stage_refs: list[str] | 
     return Run(run_dir, record, loaded, notebooks_dir).execute()
 
 
-def resume(run_id: str, outputs: Path | None = None, notebooks_dir: Path | None = None) -> RunResult:
-    """Continue a run from its first stage that did not succeed, in the same run folder."""
+def _load_run(run_dir: Path, notebooks_dir: Path | None = None) -> Run:
+    record = audit.load_record(run_dir)
+    files = [f["path"] for f in record["params_files"][1:]]
+    return Run(run_dir, record, load_params(files, record["set_values"]), notebooks_dir)
+
+
+def close_abandoned(run_dir: Path, why: str, by: str) -> dict[str, Any]:
+    """Close the record of a run whose runner died (SIGKILL, power loss) as ``abandoned``.
+
+    Nothing is hidden: the stage that was running gets an ``abandoned`` entry, its staged notebook
+    (left in the temporary folder, unscrubbed) is scrubbed and moved into the run folder, the files
+    written after the last record are listed as adopted, and the record says who closed it, when
+    and why. Returns the closed record.
+    """
+    run = _load_run(run_dir)
+    record = run.record
+    before = set(record.get("files", {}))
+    redactor = run.redactor()
+    moved = []
+    for staging in sorted(Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}{run_dir.name}-*")):
+        for staged in staging.glob("*.ipynb"):
+            redactor.file(staged)
+            if not (run_dir / staged.name).exists():
+                shutil.move(str(staged), run_dir / staged.name)
+                moved.append(staged.name)
+        shutil.rmtree(staging, ignore_errors=True)
+    at = audit.now()
+    for stage_id in record["selected"]:
+        recorded = {int(e.get("attempt") or 0) for e in record["stages"] if e["stage"] == stage_id}
+        spec = stages.get(stage_id)
+        for folder in artifact_dirs(run_dir, stage_id):
+            attempt = 1 if folder.name == stage_id else int(folder.name.rsplit(".attempt", 1)[1])
+            if attempt in recorded:
+                continue
+            name = spec.output_name if attempt == 1 else spec.output_name.replace(".ipynb", f".attempt{attempt}.ipynb")
+            record["stages"].append(asdict(StageOutcome(
+                stage=stage_id, attempt=attempt, notebook=name, artifacts=folder.relative_to(run_dir).as_posix(),
+                status="abandoned", started=dt_iso(folder.stat().st_mtime), duration_s=0.0,
+                summary=f"abandoned: {why}; the stage never finished (record closed by {by})")))
+    record["status"] = "abandoned"
+    record["finished"] = at
+    run.save()  # scrub everything first, then list what the last record did not know
+    adopted = sorted(set(audit.hash_tree(run_dir)) - before)
+    run.record["abandoned"] = {"reason": why, "closed_by": by, "at": at, "operator": audit.operator(),
+                           "adopted_files": adopted, "staged_notebooks_recovered": moved}
+    run._summaries()
+    run.save()
+    return run.record
+
+
+def dt_iso(timestamp: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def repair(run_id: str, outputs: Path | None = None) -> dict[str, Any]:
+    """``cni-runbook repair``: close an abandoned run's record (see :func:`close_abandoned`)."""
     run_dir = audit.find_run(run_id, outputs)
+    record = audit.load_record(run_dir)
+    why = audit.abandoned(record)
+    if not why:
+        raise RunbookError(f"run {run_dir.name} is not abandoned (status {record.get('status')}); nothing to repair")
+    return close_abandoned(run_dir, why, "repair")
+
+
+def resume(run_id: str, outputs: Path | None = None, notebooks_dir: Path | None = None) -> RunResult:
+    """Continue a run from its first stage that did not succeed, in the same run folder.
+
+    A run abandoned by a hard kill is first closed as ``abandoned`` (said on the console), then continued.
+    """
+    run_dir = audit.find_run(run_id, outputs)
+    try:
+        why = audit.abandoned(audit.load_record(run_dir))
+    except RunbookError:
+        why = None  # verify below names the problem
+    if why:
+        print(f"run {run_dir.name} was abandoned ({why}): closing its record as abandoned, then resuming",
+              file=sys.stderr)
+        close_abandoned(run_dir, why, "resume")
     problems = audit.verify(run_dir)
     if problems:
         raise RunbookError(f"run {run_id} does not verify, refusing to add to it:\n  " + "\n  ".join(problems))
@@ -411,8 +568,7 @@ def resume(run_id: str, outputs: Path | None = None, notebooks_dir: Path | None 
         path = Path(entry["path"])
         if not path.exists() or audit.sha256_file(path) != entry["sha256"]:
             raise RunbookError(f"params file {path} changed since run {run_id} started; start a new run")
-    files = [f["path"] for f in record["params_files"][1:]]
-    run = Run(run_dir, record, load_params(files, record["set_values"]), notebooks_dir)
+    run = _load_run(run_dir, notebooks_dir)
     if not run.pending():
         raise RunbookError(f"run {run_id} has nothing left to run (status {record['status']})")
     return run.execute()
