@@ -5,6 +5,14 @@ A run folder ``outputs/<run-id>/`` holds the executed notebooks, ``artifacts/``,
 ``junit.xml`` and ``report.html``. Every other file is written once and never replaced.
 ``run.json`` lists the sha256 of every other file in the folder and a digest of itself, so
 ``verify`` finds a modified, missing or unexpected file, or an edited record.
+
+Beyond self-consistent hashes (which anyone can recompute): every record is signed with an
+HMAC-SHA256 key the site keeps outside the run folders (params ``run.record_key``, default
+``$XDG_STATE_HOME/cni-runbook/record.key``, created 0600 on first use), and chained to the
+previous record of the same site in the same outputs folder (its run id, run.json sha256 and
+signature at the time). ``verify --all`` checks every record's signature, that every chained
+record still exists and that every run folder has its run.json; a per-site head file next to the
+key names the newest record, so deleting the last record is found too.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import hashlib
+import hmac
 import json
 import os
 import secrets as _random
@@ -79,6 +88,10 @@ def find_run(run_id: str, root: Path | None = None) -> Path:
     if len(matches) > 1:
         raise RunbookError(f"run id prefix {run_id!r} is ambiguous in {root}: {', '.join(matches[:5])}"
                            + (f" and {len(matches) - 5} more" if len(matches) > 5 else ""))
+    for path in (Path(run_id), root / run_id):
+        if path.is_dir() and any(path.iterdir()):
+            raise RunbookError(f"run {path.name}: {RECORD} is missing - the record of this run folder was "
+                               "deleted (tampering), the files left cannot be trusted")
     close = difflib.get_close_matches(run_id, ids, n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else (
         "; `cni-runbook list` shows the runs" if ids else "")
@@ -168,18 +181,161 @@ def hash_tree(run_dir: Path) -> dict[str, str]:
 
 
 def _digest(record: dict[str, Any]) -> str:
-    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    body = {k: v for k, v in record.items() if k not in ("record_sha256", "signature")}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+# --- signing and chaining -------------------------------------------------------------------
+
+def _state_home() -> Path:
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "cni-runbook"
+
+
+def default_key_path() -> Path:
+    return _state_home() / "record.key"
+
+
+def key_path(record: dict[str, Any]) -> Path:
+    """The signing key a record names (params run.record_key), else the default location."""
+    named = ((record.get("params") or {}).get("run") or {}).get("record_key")
+    return Path(named).expanduser() if named else default_key_path()
+
+
+def load_key(path: Path, create: bool = False) -> bytes | None:
+    """The HMAC key in ``path``; with ``create`` a new random key is written (0600) if there is none."""
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        if not create:
+            return None
+    except (OSError, ValueError) as exc:
+        raise RunbookError(f"{path}: unreadable record signing key: {exc}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(_random.token_hex(32) + "\n")
+    try:
+        os.link(tmp, path)  # atomic: when two runs create the key at once, the first one wins
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return bytes.fromhex(path.read_text().strip())
+
+
+def _key_id(key: bytes) -> str:
+    return hashlib.sha256(b"cni-runbook record key" + key).hexdigest()[:16]
+
+
+def _signature(record: dict[str, Any], key: bytes) -> str:
+    body = {k: v for k, v in record.items() if k != "signature"}
+    return hmac.new(key, json.dumps(body, sort_keys=True).encode(), hashlib.sha256).hexdigest()
+
+
+def _head_file(run_dir: Path, site: str) -> Path:
+    root = hashlib.sha256(str(run_dir.resolve().parent).encode()).hexdigest()[:10]
+    return _state_home() / "chain" / f"{root}-{site}.head"
+
+
+def _previous(run_dir: Path, site: str) -> Path | None:
+    """The newest other run folder of the same site, older than this one, with a record."""
+    for other in sorted(run_dir.parent.iterdir(), reverse=True):
+        if other.name >= run_dir.name or not other.is_dir():
+            continue
+        try:
+            if json.loads((other / RECORD).read_text()).get("site") == site:
+                return other
+        except (OSError, json.JSONDecodeError):
+            continue
+    return None
+
+
+def _chain(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    prev = _previous(run_dir, record.get("site", ""))
+    if prev is None:
+        return {"previous": None}
+    prev_record = json.loads((prev / RECORD).read_text())
+    return {"previous": prev.name, "previous_sha256": sha256_file(prev / RECORD),
+            "previous_signature": (prev_record.get("signature") or {}).get("value")}
+
+
 def write_record(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """Hash the folder into the record and write run.json atomically; returns the record."""
+    """Hash the folder into the record, chain and sign it, write run.json atomically; returns the record."""
+    if "chain" not in record:
+        record["chain"] = _chain(run_dir, record)
     record["files"] = hash_tree(run_dir)
     record["record_sha256"] = _digest(record)
+    path = key_path(record)
+    key = load_key(path, create=True)
+    record["signature"] = {"alg": "hmac-sha256", "key_id": _key_id(key), "key": str(path),
+                           "value": _signature(record, key)}
     tmp = run_dir / f".{RECORD}.tmp"
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(run_dir / RECORD)
+    head = _head_file(run_dir, record.get("site", ""))
+    try:
+        newest = head.read_text().strip()
+    except OSError:
+        newest = ""
+    if run_dir.name >= newest:
+        head.parent.mkdir(parents=True, exist_ok=True)
+        head.write_text(run_dir.name + "\n")
     return record
+
+
+def _signature_problems(record: dict[str, Any]) -> list[str]:
+    sig = record.get("signature")
+    if not isinstance(sig, dict) or not sig.get("value"):
+        return [f"{RECORD}: not signed (a record written by this runbook always is: forged or stripped?)"]
+    path = key_path(record)
+    key = load_key(path)
+    if key is None:
+        return [f"{RECORD}: signed with key {sig.get('key_id')}, but the key {path} is not here to check it"]
+    if sig.get("key_id") != _key_id(key):
+        return [f"{RECORD}: signed with key {sig.get('key_id')}, not with {path} (key {_key_id(key)})"]
+    if not hmac.compare_digest(str(sig["value"]), _signature(record, key)):
+        return [f"{RECORD}: signature does not match its content: the record was rewritten after it was signed"]
+    return []
+
+
+def verify_all(root: Path | None = None) -> dict[str, list[str]]:
+    """Problems of every run folder under ``root`` (by folder name), chains and head files included.
+
+    A folder without run.json is reported as a deleted record; a record whose chained
+    predecessor is gone names it; each site's newest record must be the one its head file names.
+    """
+    root = root or outputs_root()
+    found: dict[str, list[str]] = {}
+    if not root.is_dir():
+        return found
+    sites: dict[str, str] = {}
+    for run_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (run_dir / RECORD).exists():
+            found[run_dir.name] = [f"{RECORD}: missing - the record of this run folder was deleted (tampering), "
+                                   "the files left cannot be trusted"]
+            continue
+        problems = verify(run_dir)
+        try:
+            record = load_record(run_dir)
+        except RunbookError:
+            found[run_dir.name] = problems
+            continue
+        prev = (record.get("chain") or {}).get("previous")
+        if prev and not (root / prev / RECORD).exists():
+            problems.append(f"chain: the previous record of site {record.get('site')}, {prev}, is gone (deleted?)")
+        sites[record.get("site", "")] = max(sites.get(record.get("site", ""), ""), run_dir.name)
+        found[run_dir.name] = problems
+    for site, newest in sites.items():
+        try:
+            head = _head_file(root / newest, site).read_text().strip()
+        except OSError:
+            continue
+        if head and head > newest:
+            found.setdefault(head, []).append(
+                f"{RECORD}: missing - {head} was the newest record of site {site} and its run folder is gone (deleted?)")
+    return found
 
 
 def load_record(run_dir: Path) -> dict[str, Any]:
@@ -207,6 +363,7 @@ def verify(run_dir: Path) -> list[str]:
                         f"{runner.get('host')}); verify it when it ends")
     if record.get("record_sha256") != _digest(record):
         problems.append(f"{RECORD}: edited after it was written (digest mismatch)")
+    problems.extend(_signature_problems(record))
     recorded: dict[str, str] = record.get("files", {})
     actual = hash_tree(run_dir)
     for name, digest in recorded.items():

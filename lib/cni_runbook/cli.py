@@ -151,14 +151,33 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    run_dir = audit.find_run(args.run_id, args.outputs)
+    if args.all:
+        found = audit.verify_all(args.outputs)
+        bad = {run: problems for run, problems in found.items() if problems}
+        for run, problems in bad.items():
+            print(f"run {run}: DOES NOT VERIFY", file=sys.stderr)
+            for p in problems:
+                print(f"  {p}", file=sys.stderr)
+        print(f"{len(found) - len(bad)} of {len(found)} run(s) verified (signatures, hashes, chains)"
+              + (f"; {len(bad)} do not: {', '.join(bad)}" if bad else ""))
+        return 1 if bad else 0
+    if not args.run_id:
+        raise RunbookError("verify: give a run id, or --all")
+    try:
+        run_dir = audit.find_run(args.run_id, args.outputs)
+    except RunbookError as exc:
+        if "is missing" not in str(exc):
+            raise
+        print(f"cni-runbook: {exc}", file=sys.stderr)  # a deleted record is tampering, not a typo
+        return 1
     problems = audit.verify(run_dir)
     if problems:
         print(f"run {run_dir.name}: DOES NOT VERIFY", file=sys.stderr)
         for p in problems:
             print(f"  {p}", file=sys.stderr)
         return 1
-    print(f"run {run_dir.name}: verified ({len(audit.load_record(run_dir)['files'])} files match run.json)")
+    print(f"run {run_dir.name}: verified ({len(audit.load_record(run_dir)['files'])} files match run.json, "
+          "signature valid)")
     return 0
 
 
@@ -251,8 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-headers", action="store_true", help="no header line over the stages")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("verify", help="re-hash a run folder against its run.json (exit 1 on any difference)")
-    p.add_argument("run_id", help=RUN_HELP)
+    p = sub.add_parser("verify", help="re-hash a run folder against its signed run.json (exit 1 on any difference); "
+                       "--all: every run, their chains and deleted records")
+    p.add_argument("run_id", nargs="?", help=RUN_HELP)
+    p.add_argument("--all", action="store_true", help="verify every run folder of the outputs folder")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("repair", help="close the record of a run whose runner was killed (SIGKILL, power loss) "

@@ -45,7 +45,9 @@ def test_edited_record_is_found(run_dir):
     record = json.loads((run_dir / "run.json").read_text())
     record["stages"] = [{"stage": "00_preflight", "status": "passed"}]
     (run_dir / "run.json").write_text(json.dumps(record))
-    assert audit.verify(run_dir) == ["run.json: edited after it was written (digest mismatch)"]
+    assert audit.verify(run_dir) == ["run.json: edited after it was written (digest mismatch)",
+                                     "run.json: signature does not match its content: the record was rewritten "
+                                     "after it was signed"]
 
 
 def test_unreadable_record(run_dir):

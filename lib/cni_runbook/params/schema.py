@@ -464,6 +464,9 @@ class Run(Strict):
     stages: list[StageRef] = Field(["all"], min_length=1)
     timeouts: Timeouts = Timeouts()
     kernel: str | None = Field(None, description="Jupyter kernel; default cni-runbook, else python3")
+    record_key: FilePath | None = Field(
+        None, description="HMAC key that signs run records, kept outside the run folders; "
+        "null: $XDG_STATE_HOME/cni-runbook/record.key (created on first use)")
 
 
 # --- the whole ------------------------------------------------------------------------------
