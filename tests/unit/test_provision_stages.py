@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from cni_runbook.lab.config import LabConfig
-from cni_runbook.params import LAB_FILE, PROJECT_ROOT, load_params
+from cni_runbook.params import LAB_FILE, PROJECT_ROOT, ParamsError, load_params
 from cni_runbook.provision import HostsError, private_dir, stage_hosts
 from cni_runbook.stages.cluster import ClusterStage
 from cni_runbook.stages.preflight import PreflightSetupError, PreflightStage, plan_preflight
@@ -58,7 +58,10 @@ def test_site_hosts_carry_the_ssh_settings():
 
 
 def test_unknown_waiver_is_refused_before_anything_runs():
-    params = load_params([str(LAB_FILE)], ["cluster.preflight.waivers=[module_openvswich]"]).params
+    with pytest.raises(ParamsError, match=r"waivers\[0\] = 'module_openvswich': no preflight check has this name"):
+        load_params([str(LAB_FILE)], ["cluster.preflight.waivers=[module_openvswich]"])  # params/checks.py
+    # the stage's own check (a name of another profile's checks passes the params check)
+    params = load_params([str(LAB_FILE)], ["cluster.preflight.waivers=[module_openvswich]"], static_checks=False).params
     with pytest.raises(PreflightSetupError, match=r"unknown check\(s\) module_openvswich for profile lab"):
         plan_preflight(params, LabConfig(index=7))
     antrea = load_params([str(LAB_FILE)], ["cluster.preflight.profile=antrea",
@@ -84,15 +87,18 @@ def test_preflight_plan_mode_writes_inventory_and_touches_nothing(tmp_path):
 
 
 def test_preflight_with_a_bad_waiver_fails_the_stage_with_the_reason_in_plan_mode_too(tmp_path):
+    with pytest.raises(ParamsError, match="'nope': no preflight check has this name"):  # params/checks.py
+        open_stage("00_preflight", [str(LAB_FILE)], ["cluster.preflight.waivers=[nope]"], tmp_path / "run", False)
+    # a check name of another profile passes the params check; the stage refuses it for its profile
     for mode in (True, False):
-        ctx = open_stage("00_preflight", [str(LAB_FILE)], ["cluster.preflight.waivers=[nope]"],
+        ctx = open_stage("00_preflight", [str(LAB_FILE)], ["cluster.preflight.waivers=[module_openvswitch]"],
                          tmp_path / f"run{mode}", mode)
         stage = PreflightStage(ctx)
         plan = stage.run_plan()
         assert [f.key for f in plan.blocking] == ["cluster.preflight.waivers"]
         assert plan.blocking[0].where.startswith("--set cluster.preflight.waivers")
         outcome = stage.run_apply(plan)
-        assert outcome.status == "failed" and "unknown check(s) nope" in outcome.summary
+        assert outcome.status == "failed" and "unknown check(s) module_openvswitch" in outcome.summary
         assert outcome.summary.startswith("the plan found 1 problem(s) that would stop the apply: "
                                           "cluster.preflight.waivers (--set cluster.preflight.waivers)")
         with pytest.raises(StageFailed):

@@ -111,7 +111,8 @@ def test_results_aggregation():
             _row("pod-to-external/a", "pod-to-external", "a", "", "skipped", 0, None, "disabled")]
     df = results.frame_from_rows(rows)
     assert list(df.columns) == results.COLUMNS
-    assert results.summary_line(df) == "3 passed, 1 failed, 1 skipped (1 passed after a retry)"
+    assert results.summary_line(df) == ("3 passed, 1 failed, 1 skipped (1 passed after a retry); failed: "
+                                        "pod-to-pod/a->b (node a -> b): timeout: no answer within 2s")
     m = results.matrix(df, "pod-to-pod")
     assert m.loc["a", "b"] == 0.0 and m.loc["b", "a"] == 1.0
     assert results.matrix_families(df) == ["pod-to-pod"]

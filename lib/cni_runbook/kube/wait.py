@@ -2,7 +2,8 @@
 
 Every wait lists once (the current state may already satisfy it), then watches
 from that resourceVersion until the predicate holds or the deadline passes; the
-watch is re-opened if the server closes it early. A timeout raises
+watch is re-opened if the server closes it early, and list and watch are retried
+(with backoff) across a short API server outage, never beyond the deadline. A timeout raises
 :class:`WaitTimeout` saying what was awaited and the last state seen.
 """
 
@@ -15,7 +16,12 @@ from collections.abc import Callable
 from kubernetes import watch
 from kubernetes.client.rest import ApiException
 
-from .client import Kube, KubeError
+from .client import CONNECT_TIMEOUT_S, Kube, KubeError, transient
+
+
+def kube_read_s() -> float:
+    """Read timeout of the list that starts each wait round (shorter of this and the time left)."""
+    return 10.0
 
 Progress = Callable[[str], None]
 
@@ -39,8 +45,24 @@ def watch_until(
     """
     deadline = time.monotonic() + timeout
     state = ""
+    pause, last_error = 0.5, None
     while True:
-        result = list_func(**list_kwargs, _preload_content=False)
+        remaining = deadline - time.monotonic()
+        try:
+            # the list's read timeout is bounded by the wait's own time (a frozen API server)
+            result = list_func(**list_kwargs, _preload_content=False,
+                               _request_timeout=(CONNECT_TIMEOUT_S, max(1.0, min(kube_read_s(), remaining))))
+        except Exception as exc:  # noqa: BLE001 - transient ones are retried until the deadline
+            if not transient(exc):
+                raise
+            last_error = f"{type(exc).__name__}: {str(exc)[:160]}"
+            if time.monotonic() + pause >= deadline:
+                raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}: the API server did not "
+                                  f"answer ({last_error}); last state: {state or 'none seen'}") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 4.0)
+            continue
+        pause = 0.5
         data = json.loads(result.data)
         items = {(i["metadata"].get("namespace"), i["metadata"]["name"]): i for i in data.get("items", [])}
         rv = data["metadata"].get("resourceVersion")
@@ -67,12 +89,17 @@ def watch_until(
                 if time.monotonic() > deadline:
                     break
         except ApiException as exc:
-            if exc.status != 410:  # 410 Gone: resourceVersion too old, list again
+            if exc.status != 410 and not transient(exc):  # 410 Gone: resourceVersion too old, list again
                 raise
+        except Exception as exc:  # noqa: BLE001 - a watch cut by an API server restart: list again
+            if not transient(exc):
+                raise
+            last_error = f"{type(exc).__name__}: {str(exc)[:160]}"
         finally:
             w.stop()
         if time.monotonic() > deadline:
-            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; last state: {state}")
+            extra = f" (the API server: {last_error})" if last_error else ""
+            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}{extra}; last state: {state}")
 
 
 def _check(predicate, items: dict, previous: str, progress: Progress | None) -> tuple[bool, str]:

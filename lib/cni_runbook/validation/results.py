@@ -32,12 +32,24 @@ def counts(df: pd.DataFrame) -> dict[str, int]:
     return {r: int(found.get(r, 0)) for r in RESULTS}
 
 
-def summary_line(df: pd.DataFrame) -> str:
-    """``N passed, M failed, K skipped`` (plus retried passes, if any)."""
+def summary_line(df: pd.DataFrame, named: int = 3) -> str:
+    """``N passed, M failed, K skipped`` (plus retried passes), then the first ``named`` failures with
+    the node(s) at fault and why, so the one-line outcome the CLI prints says where to look."""
     c = counts(df)
     line = f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped"
     retried = int(((df["result"] == "passed") & (df["attempts"] > 1)).sum()) if not df.empty else 0
-    return line + (f" ({retried} passed after a retry)" if retried else "")
+    line += f" ({retried} passed after a retry)" if retried else ""
+    failed = df[df["result"] == "failed"] if not df.empty else df
+    if len(failed):
+        parts = []
+        for row in failed.head(named).itertuples():
+            src, dst = getattr(row, "src_node", "") or "", getattr(row, "dst_node", "") or ""
+            nodes = f"node {src}" + (f" -> {dst}" if dst and dst != src else "") if src else ""
+            reason = str(row.reason or "").splitlines()[0][:120] if row.reason else ""
+            parts.append(f"{row.test}" + (f" ({nodes})" if nodes else "") + (f": {reason}" if reason else ""))
+        more = f"; +{len(failed) - named} more" if len(failed) > named else ""
+        line += "; failed: " + "; ".join(parts) + more
+    return line
 
 
 def family_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -30,6 +30,7 @@ from typing import Any
 
 from ..kube import Kube
 from ..kube.apply import Applier
+from ..kube.client import ApiException, KubeError, retry
 from ..kube.wait import WaitTimeout, pods_running
 
 Progress = Callable[[str], None]
@@ -223,6 +224,12 @@ def deploy(kube: Kube, layout: Layout, record: Path | None = None, timeout: floa
     if existing and existing["metadata"].get("deletionTimestamp"):
         say(f"namespace {layout.namespace} is still terminating from an earlier run; waiting")
         _wait_gone(kube, layout.namespace, timeout)
+    elif existing and (existing["metadata"].get("labels") or {}).get("app.kubernetes.io/part-of") == PART_OF:
+        # an earlier run's clean-up failed (or keep_workloads): start from a clean namespace
+        say(f"namespace {layout.namespace} is left from an earlier run; removing it first")
+        note = cleanup(kube, layout.namespace, wait=True, timeout=timeout, progress=say)
+        if not note.endswith(" deleted") and not note.endswith("already gone"):
+            raise KubeError(f"leftovers of an earlier run: {note}")
     say(f"applying {len(objects)} objects into namespace {layout.namespace}")
     Applier(kube, progress=None).apply(objects, record=record, rollback_on_error=False)
     n_pods = len(layout.pods())
@@ -271,13 +278,25 @@ def cleanup(kube: Kube, namespace: str, wait: bool = True, timeout: float = 120,
             progress: Progress | None = None) -> str:
     """Delete the test namespace (and with it every workload); say what happened."""
     say = progress or (lambda _m: None)
-    ns = kube.get("v1", "Namespace", namespace)
-    if ns is None:
-        return f"namespace {namespace} is already gone"
-    labels = ns["metadata"].get("labels") or {}
-    if labels.get("app.kubernetes.io/part-of") != PART_OF:
-        return f"namespace {namespace} was not created by this suite (label missing); left alone"
-    kube.core.delete_namespace(namespace, grace_period_seconds=0, propagation_policy="Background")
+    deadline = time.monotonic() + min(timeout, 30)  # across a short API server outage
+    try:
+        ns = retry(lambda: kube.get("v1", "Namespace", namespace), deadline=deadline, what=f"reading namespace {namespace}")
+        if ns is None:
+            return f"namespace {namespace} is already gone"
+        labels = ns["metadata"].get("labels") or {}
+        if labels.get("app.kubernetes.io/part-of") != PART_OF:
+            return f"namespace {namespace} was not created by this suite (label missing); left alone"
+        def delete() -> None:
+            try:
+                kube.core.delete_namespace(namespace, grace_period_seconds=0, propagation_policy="Background")
+            except ApiException as exc:
+                if exc.status != 404:  # gone already (an earlier try got through)
+                    raise
+
+        retry(delete, deadline=deadline, what=f"deleting namespace {namespace}")
+    except KubeError as exc:
+        return (f"cleanup failed, left behind: namespace {namespace} and its workloads ({exc}); the next stage 03 "
+                f"run removes them, or: kubectl delete namespace {namespace}")
     say(f"deleting namespace {namespace}")
     if not wait:
         return f"namespace {namespace} deletion started"
