@@ -311,7 +311,8 @@ def verify_all(root: Path | None = None) -> dict[str, list[str]]:
     if not root.is_dir():
         return found
     sites: dict[str, str] = {}
-    for run_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for run_dir in sorted(p for p in root.iterdir()
+                          if p.is_dir() and not p.name.startswith(".") and ".rollback-" not in p.name):
         if not (run_dir / RECORD).exists():
             found[run_dir.name] = [f"{RECORD}: missing - the record of this run folder was deleted (tampering), "
                                    "the files left cannot be trusted"]

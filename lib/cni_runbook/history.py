@@ -74,6 +74,11 @@ def cni_label(record: dict[str, Any]) -> str:
     return " ".join(str(x) for x in (cni.get("name"), cni.get("version")) if x) or "-"
 
 
+def rolled_back(run_dir: Path) -> bool:
+    """True if ``cni-runbook rollback`` removed what the run's stage 02 created (``<run>.rollback-*/``)."""
+    return any((p / "rollback.json").is_file() for p in run_dir.parent.glob(f"{run_dir.name}.rollback-*"))
+
+
 def load_runs(outputs: str | Path | None = None, verify: bool = True) -> pd.DataFrame:
     """One row per run folder with a run.json, oldest first; ``verified`` re-hashes each folder."""
     root = Path(outputs) if outputs else audit.outputs_root()
@@ -98,7 +103,8 @@ def load_runs(outputs: str | Path | None = None, verify: bool = True) -> pd.Data
             "cni_version": facts["cni"].get("version") or "",
             "plan": record["plan"],
             "stages": ", ".join(record["selected"]),
-            "status": audit.effective_status(record),  # a hard-killed run shows as abandoned
+            # a hard-killed run shows as abandoned; a run whose stage 02 was rolled back says so
+            "status": audit.effective_status(record) + (", rolled back" if rolled_back(run_dir) else ""),
             "failed_stage": failed[-1] if failed else None,
             "duration_s": round(sum(s["duration_s"] for s in executed), 1),
             "verified": not audit.verify(run_dir) if verify else None,

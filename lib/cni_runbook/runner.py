@@ -315,7 +315,8 @@ def failure_message(run_dir: Path, outcome: StageOutcome) -> str:
             f"  executed notebook: {run_dir / outcome.notebook}")
 
 
-_MARKS = {"passed": "\u2705", "planned": "\U0001f4dd", "skipped": "\u23ed\ufe0f ", "failed": "\u274c"}
+_MARKS = {"passed": "\u2705", "planned": "\U0001f4dd", "skipped": "\u23ed\ufe0f ", "failed": "\u274c",
+          "interrupted": "\u26d4", "abandoned": "\u26a0\ufe0f "}
 
 
 def params_lines(record: dict[str, Any]) -> list[str]:
@@ -361,6 +362,11 @@ def recap_lines(run_dir: Path, record: dict[str, Any]) -> list[str]:
         verdict = f"\u274c {counts['failed']} of {n} stages failed ({failed[-1]['stage'] if failed else '?'})"
         not_run = n - sum(counts.values())
         verdict += f", {not_run} not run" if not_run else ""
+    elif record["status"] in ("interrupted", "abandoned"):
+        stopped = [s for s in record["stages"] if s["status"] in ("interrupted", "abandoned")]
+        verdict = (f"\u26d4 run {record['status']}" + (f" by {record['interrupted_by']}" if record.get("interrupted_by") else "")
+                   + (f" in stage {stopped[-1]['stage']}" if stopped else "")
+                   + f"; `cni-runbook resume {record['run_id']}` continues it")
     elif record["status"] == "planned":
         verdict = f"\U0001f4dd all {n} stages planned; nothing was touched"
     else:
@@ -432,11 +438,24 @@ class Run:
                                      ("planned" if plan else "passed"))
             if signals.received:
                 self.record["interrupted_by"] = signals.received
+            if not plan:
+                self._release_lock()
             self.record["finished"] = audit.now()
             self._summaries()
             log.info("\n".join(recap_lines(self.run_dir, self.record)))
             self.save()  # after the recap: run.log is hashed as it ends
         return RunResult(self.record["run_id"], self.run_dir, self.record["status"], outcomes)
+
+    def _release_lock(self) -> None:
+        """Give the cluster's run lock up, so the next run can start at once (it expires anyway)."""
+        try:
+            from .kube.lock import release_run
+            from .state import RunState
+
+            if release_run(self.record["run_id"], self.loaded.params, RunState(self.run_dir).get):
+                log.info("run lock of the cluster released")
+        except Exception as exc:  # noqa: BLE001 - an unreleased lock expires by itself
+            log.warning("the cluster's run lock was not released (%s); it expires by itself", exc)
 
     def _summaries(self) -> None:
         """junit.xml (one case per stage execution) and report.html."""

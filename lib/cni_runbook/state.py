@@ -122,6 +122,7 @@ class StageContext:
     artifacts: Path
     redactor: Redactor
     state: RunState = field(init=False)
+    lock: Any = field(default=None, init=False, repr=False)  # the cluster's run lock, once taken (kube/lock.py)
 
     def __post_init__(self) -> None:
         self.state = RunState(self.run_dir)
@@ -242,4 +243,8 @@ def open_stage(stage: str, params_files: list[str] | tuple[str, ...] = (), set_v
                        run_dir=run_path, artifacts=artifacts,
                        redactor=Redactor.for_params(params, kubeconfigs(run_path, params)))
     ctx.write_artifact("params.yaml", ctx.stage_params())
+    if not spec.impl:  # a stage not yet on the stage base takes the run lock as it opens
+        from .kube.lock import lock_stage
+
+        lock_stage(ctx)
     return ctx

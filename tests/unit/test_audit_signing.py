@@ -81,3 +81,14 @@ def test_deleted_records_are_reported_as_tampering(tmp_path, plan_run, capsys):
     assert any("its run folder is gone" in p for p in found[dirs[3].name])
     assert cli.main(["--outputs", str(out), "verify", "--all"]) == 1
     assert f"do not: {dirs[0].name}" in capsys.readouterr().out
+
+
+def test_a_rolled_back_run_is_listed_as_such_and_its_rollback_folder_is_no_run(tmp_path, plan_run):
+    from cni_runbook import history
+
+    out, dirs = _runs(tmp_path, plan_run, 1)
+    work = out / f"{dirs[0].name}.rollback-20260101T000000Z"
+    work.mkdir()
+    (work / "rollback.json").write_text(json.dumps({"run": dirs[0].name, "removed": []}))
+    assert history.load_runs(out).loc[0, "status"] == "planned, rolled back"
+    assert list(audit.verify_all(out)) == [dirs[0].name]

@@ -55,9 +55,11 @@ def rollback_run(run_dir: str | Path, *, kubeconfig: str | Path | None = None, c
                  timeout: float = 180, progress: Progress | None = None) -> tuple[list, Path]:
     """Roll back what stage 02 of a run created, on request; returns (removed objects, work folder).
 
-    Takes the newest attempt's ``applied.jsonl``; the kubeconfig is ``kubeconfig`` or the one
-    noted in that attempt's ``target.json``. The run folder is not modified (its audit record
-    stays valid): the record copy and the deletions go to ``<run_dir>.rollback-<UTC time>/``.
+    Reads the ``applied.jsonl`` of every attempt, newest first (an object created by attempt 1
+    and found unchanged by a resumed attempt 2 is removed through attempt 1's record); the
+    kubeconfig is ``kubeconfig`` or the one noted in the newest attempt's ``target.json``. The run
+    folder is not modified (its audit record stays valid): the record copies and the deletions go
+    to ``<run_dir>.rollback-<UTC time>/``, whose ``rollback.json`` marks the run as rolled back.
     """
     from ..kube import Kube
 
@@ -76,10 +78,13 @@ def rollback_run(run_dir: str | Path, *, kubeconfig: str | Path | None = None, c
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     work = run_dir.parent / f"{run_dir.name}.rollback-{stamp}"
     kube = Kube.from_kubeconfig(kubeconfig, context)
+    removed: list = []
     try:
-        removed = rollback_record(kube, record, work_dir=work, timeout=timeout, progress=progress)
+        for attempt_record in records:  # newest attempt first: what a later attempt created goes first
+            removed += rollback_record(kube, attempt_record, work_dir=work, timeout=timeout, progress=progress)
     finally:
         kube.close()
     (work / "rollback.json").write_text(json.dumps({"run": run_dir.name, "record": str(record),
+                                                    "records": [str(r) for r in records],
                                                     "removed": [asdict(r) for r in removed]}, indent=2) + "\n")
     return removed, work

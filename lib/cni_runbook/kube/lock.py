@@ -14,8 +14,10 @@ Updates use the Lease's resourceVersion, so two runs starting together cannot bo
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
@@ -223,23 +225,30 @@ _EARLY_STAGES = ("00_preflight", "01_cluster_no_cni")  # may run before there is
 
 
 def _cluster(params: Any, state_get: Any) -> Kube | None:
-    from .client import cluster_kubeconfig
+    """The cluster the stages work on (provision.targets.resolve), or None when there is none yet."""
+    from ..errors import OperatorError
+    from ..provision.targets import resolve
 
     try:
-        path, context = cluster_kubeconfig(params, state_get)
-    except KubeError:
-        return None  # no cluster known yet: nothing to lock
-    return Kube.from_kubeconfig(path, context) if path.is_file() else None
+        target = resolve(params, state_get, require_up=True)
+    except OperatorError:
+        return None  # no cluster known yet (before stage 01, a lab that is down): nothing to lock
+    path = Path(target.kubeconfig) if target.kubeconfig else None
+    return Kube.from_kubeconfig(path, target.context) if path is not None and path.is_file() else None
 
 
 def lock_stage(ctx: Any) -> ClusterLock | None:
     """Take the run lock for a stage (``ctx``: its StageContext); None in plan mode or without a cluster.
 
-    Raises :class:`LockHeld` when another run holds the cluster. Stages 00 and 01 also run when the
-    cluster is not up yet: for them an unreachable API server means there is nothing to lock.
+    Raises :class:`LockHeld` when another run holds the cluster. A cluster that cannot be asked
+    (before stage 01 made it, or down) is not locked: no other run can collide on it either, and
+    the stage's own first call says what is wrong with it.
     """
     if ctx.plan:
         return None
+    held = getattr(ctx, "lock", None)
+    if held is not None:
+        return held  # this stage took it already (open_stage, then the stage base)
     from .. import audit
 
     kube = _cluster(ctx.params, ctx.get)
@@ -250,11 +259,18 @@ def lock_stage(ctx: Any) -> ClusterLock | None:
         lock.acquire()
     except LockHeld:
         raise
-    except KubeError:
-        if ctx.stage.id in _EARLY_STAGES:
-            return None
-        raise
+    except KubeError as exc:
+        # the cluster cannot be asked (not up yet before stage 01, or down): nothing another run
+        # could collide on either; the stage's own first call reports the cluster's state
+        if ctx.stage.id not in _EARLY_STAGES:
+            print(f"run lock not taken: {exc}", file=sys.stderr)
+        kube.close()
+        return None
     lock.renew_in_background()
+    try:
+        ctx.lock = lock
+    except AttributeError:  # a context that takes no attributes: the lock is still held and renewed
+        pass
     return lock
 
 

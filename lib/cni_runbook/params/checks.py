@@ -72,6 +72,9 @@ def _files(params: Params, where: Where) -> list[str]:
 
 def _policy(params: Params, where: Where) -> list[str]:
     """Scenario names, the layout and the policy files' objects, as stage 04 will read them."""
+    policy = params.policy
+    if not policy.files and policy.layout is None and list(policy.scenarios) == ["all"]:
+        return []  # the defaults hold (and the policy engine is slow to import)
     from ..policy.verify import PolicyFileError, layout_for, policy_sets
 
     try:
@@ -88,6 +91,8 @@ def _policy(params: Params, where: Where) -> list[str]:
 
 
 def _waivers(params: Params, where: Where) -> list[str]:
+    if not params.cluster.preflight.waivers:
+        return []  # (the check list module is slow to import: only when there is something to check)
     from ..preflight.checks import PROFILES, check_names
 
     known = sorted({name for profile in PROFILES for name in check_names(profile)})

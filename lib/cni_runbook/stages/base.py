@@ -173,8 +173,17 @@ class Stage:
 
     @contextlib.contextmanager
     def cluster_lock(self) -> Iterator[None]:
-        """The hook for the cluster lock: held around ``apply`` when :attr:`touches_cluster`."""
-        yield
+        """The cluster's run lock (:mod:`cni_runbook.kube.lock`), taken around ``apply`` when
+        :attr:`touches_cluster`; another run holding it fails the stage naming that run. It stays
+        held (unrenewed) after ``apply``: the run's next stage takes it again, the runner releases it."""
+        from cni_runbook.kube.lock import lock_stage
+
+        lock = lock_stage(self.ctx)
+        try:
+            yield
+        finally:
+            if lock is not None:
+                lock.stop()
 
     def run_apply(self, plan: Plan) -> Outcome:
         """Apply unless the plan blocks or this is plan mode; an OperatorError becomes a failed outcome."""
