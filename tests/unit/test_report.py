@@ -20,7 +20,7 @@ def test_plan_report_header_contents_and_params_once(plan_run, kit):
     for stage_id in stages.STAGE_IDS:  # the contents link to every stage section
         assert f'href="#stage-{stage_id}-1"' in header and f'id="stage-{stage_id}-1"' in html
     assert html.count("validated params") == 0  # the per-stage params tables are left out ...
-    assert html.count('id="cnr-params"') == 1 and "cni.registry_credentials.username" in html  # ... shown once
+    assert html.count('id="cnr-params"') == 1 and "cluster.ssh.become_password" in html  # ... shown once
     record = json.loads((run_dir / "run.json").read_text())
     assert set(record["cni"]) >= {"name", "version", "route"} and record["cni"]["route"] == "direct"
 
