@@ -25,6 +25,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from urllib.parse import parse_qsl, urlsplit
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -79,17 +80,16 @@ def new_api_client(kubeconfig: str | Path, context: str | None, request_timeout:
     rest = api.rest_client
     request = rest.request
 
-    def with_timeout(method, url, query_params=None, headers=None, body=None, post_params=None,
-                     _preload_content=True, _request_timeout=None):
+    def with_timeout(method, url, *args, _request_timeout=None, **kwargs):
         if _request_timeout is None:
-            params = dict(query_params or [])
-            if str(params.get("watch")).lower() == "true":
-                server_s = params.get("timeoutSeconds")
+            query = dict(parse_qsl(urlsplit(url).query))
+            query.update({k: str(v) for k, v in dict(kwargs.get("query_params") or []).items()})
+            if query.get("watch", "").lower() == "true":
+                server_s = query.get("timeoutSeconds")
                 _request_timeout = (CONNECT_TIMEOUT_S, float(server_s) + WATCH_MARGIN_S) if server_s else None
             else:
                 _request_timeout = (CONNECT_TIMEOUT_S, request_timeout)
-        return request(method, url, query_params=query_params, headers=headers, body=body,
-                       post_params=post_params, _preload_content=_preload_content, _request_timeout=_request_timeout)
+        return request(method, url, *args, _request_timeout=_request_timeout, **kwargs)
 
     rest.request = with_timeout
     return api
