@@ -252,14 +252,11 @@ ALIAS_BOMB = "\n".join(["a: &a [x, x, x, x, x, x, x, x, x]"] + [
     (ALIAS_BOMB, "alias bomb"),
     ("x: " + "[" * 3000 + "]" * 3000 + "\n", "nested deeper than 64 levels"),
 ])
-def test_yaml_bombs_are_refused_quickly(tmp_path, text, expected):
-    import time
-
+def test_yaml_bombs_are_refused(tmp_path, text, expected):
+    """(how fast: benchmarks/params_bounds.py)"""
     assert len(ALIAS_BOMB) < 700
-    t0 = time.monotonic()
     (msg,) = problems([write(tmp_path, "bomb.yaml", text)])
     assert expected in msg and "bomb.yaml" in msg
-    assert time.monotonic() - t0 < 2
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -102,8 +102,44 @@ class YamlBoundError(ValueError):
     """A YAML text beyond the nesting or alias-expansion bounds."""
 
 
+def _flow_depth(text: str) -> tuple[int, int]:
+    """(deepest ``[``/``{`` nesting, its line) by a plain scan, quotes and comments skipped.
+
+    PyYAML's scanner slows down badly on deep flow nesting, so this linear pass runs first.
+    """
+    depth = deepest = line = where = 0
+    quote = ""
+    comment = False
+    prev = "\n"
+    for ch in text:
+        if ch == "\n":
+            line += 1
+            comment = False
+        elif comment:
+            pass
+        elif quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"" and prev in " \t\n[{,:":
+            quote = ch
+        elif ch == "#" and prev in " \t\n":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, where = depth, line
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        prev = ch
+    return deepest, where + 1
+
+
 def _check_depth(text: str, source: str) -> None:
     """Reject nesting deeper than MAX_DEPTH from the event stream (no recursion, so no RecursionError)."""
+    flow, line = _flow_depth(text)
+    if flow > MAX_DEPTH:
+        raise YamlBoundError(f"{source}:{line}: nested deeper than {MAX_DEPTH} levels "
+                             "(params are a few levels deep; is this the right file?)")
     depth = 0
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
