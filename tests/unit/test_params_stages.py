@@ -38,7 +38,7 @@ def test_kubespray_site_outline():
     assert cluster["/srv/kubespray/cluster.yml"] == "Kubespray v2.31.0"
     cni = stages.outline("02", p)
     assert cni[0]["detail"] == "the antrea profile's own manifests (v2.7.0)"
-    assert cni[1] == {"step": "render", "target": "config", "detail": "override antreaProxy, kubeAPIServerOverride"}
+    assert cni[1] == {"step": "render", "target": "config", "detail": "override antrea-agent.conf"}
     policy = stages.outline("04", p)
     assert [a["step"] for a in policy] == ["scenario", "apply", "qos"]
 

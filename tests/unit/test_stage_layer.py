@@ -144,7 +144,7 @@ def test_validation_outcome_from_recorded_results():
              "protocol": "UDP", "result": "failed", "latency_ms": 900.0, "attempts": 3, "reason": "timeout"}]
     run = results.SuiteResult(frame=results.frame_from_rows(rows), layout=None, timings={"total_s": 2.0})
     outcome = ValidationStage.outcome(run)
-    assert outcome.status == "failed" and outcome.summary == "1 passed, 1 failed, 0 skipped"
+    assert outcome.status == "failed" and outcome.summary == "1 passed, 1 failed, 0 skipped; failed: dns/a (node n1): timeout"
     assert [(c.name, c.status.value, c.time_s) for c in outcome.checks] == [
         ("pod-to-pod/tcp/a->b", "passed", 0.003), ("dns/a", "failed", 0.9)]
     assert outcome.data["failed"] == 1 and {v.section for v in outcome.views} >= {"results", "failures"}
