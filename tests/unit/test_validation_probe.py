@@ -1,4 +1,5 @@
-"""The probe engine without a cluster: script, parsing of recorded outputs, batching, retries."""
+"""The probe engine without a cluster: scripts (run for real under busybox), parsing of recorded outputs,
+batching, retries."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from cni_runbook.validation.probe import (
     build_script,
     interpret,
     parse_output,
-    probe_command,
+    probe_argv,
+    prober_script,
     run_probes,
 )
 
@@ -85,16 +87,18 @@ def test_parse_partial_output_keeps_good_lines_and_ignores_out_of_range_and_dupl
     assert not parsed.complete and parsed.garbage == ["noise", "@@P\t2\t0\t1"]
 
 
-def test_probe_commands():
-    assert probe_command(Probe("n/p", "10.0.0.1", 80), 2) == ("nc", "-w", "2", "10.0.0.1", "80")
-    assert probe_command(Probe("n/p", "echo.ns", 80), 2) == ("/agnhost", "connect", "echo.ns:80", "--timeout=2s")
-    assert probe_command(Probe("n/p", "fd00::1", 53, "UDP"), 1.5)[2:] == ("[fd00::1]:53", "--timeout=1.5s",
-                                                                          "--protocol=udp")
-    assert probe_command(Probe("n/p", "svc", 80, "HTTP", path="healthz"), 2)[-1] == "http://svc:80/healthz"
-    assert probe_command(Probe("n/p", "10.0.0.2", 0, "ICMP", size=1472), 2) == (
-        "ping", "-c", "1", "-W", "2", "-s", "1472", "10.0.0.2")
+def test_probe_commands_use_busybox_applets_by_name():
+    assert probe_argv(Probe("n/p", "10.0.0.1", 80), 2) == ("busybox", "nc", "-w", "2", "10.0.0.1", "80")
+    assert probe_argv(Probe("n/p", "echo.ns", 80), 2) == ("/agnhost", "connect", "echo.ns:80", "--timeout=2s")
+    assert probe_argv(Probe("n/p", "fd00::1", 53, "UDP"), 1.5)[2:] == ("[fd00::1]:53", "--timeout=1.5s",
+                                                                       "--protocol=udp")
+    assert probe_argv(Probe("n/p", "svc", 80, "HTTP", path="healthz"), 2)[-1] == "http://svc:80/healthz"
+    assert probe_argv(Probe("n/p", "10.0.0.2", 0, "ICMP", size=1472), 2) == (
+        "busybox", "ping", "-c", "1", "-W", "2", "-s", "1472", "10.0.0.2")
+    assert probe_argv(Probe("n/p", "kubernetes.default", 0, "DNS", resolver="10.0.0.10"), 2) == (
+        "busybox", "nslookup", "kubernetes.default", "10.0.0.10")
     with pytest.raises(ValueError):
-        probe_command(Probe("n/p", "x", 1, "QUIC"), 1)
+        probe_argv(Probe("n/p", "x", 1, "QUIC"), 1)
 
 
 def test_interpret_reasons():
@@ -150,7 +154,7 @@ class FakeExec:
                 first = [c[0] for c in self.calls].count(pod) == 1
                 return ExecResult("@@P\t0\t0\t1\t1\t2\t\n" if first else "", "", None)
             lines = []
-            for i, line in enumerate(l for l in command[2].splitlines() if l.startswith("p ")):
+            for i, line in enumerate(l for l in command[-1].splitlines() if l.startswith("p ")):
                 words = line.removesuffix(" &").split()
                 if "nc" in words:  # nc -w T IP PORT
                     host, port = words[-2], words[-1]
@@ -216,3 +220,34 @@ def test_script_runs_under_busybox_sh(tmp_path):
     assert parsed.lines[1].returncode == 1 and parsed.lines[1].attempts == 2
     assert parsed.lines[2].returncode == 137  # killed by `timeout -s KILL 2`
     assert parsed.lines[3].output == "two lines\nsecond"
+
+
+@pytest.mark.skipif(not BUSYBOX, reason="busybox (Debian busybox-static) is not installed")
+def test_prober_runs_under_busybox_ash_with_no_helper_processes(tmp_path):
+    """The real prober under ``busybox ash`` (as in the pod): microsecond clock, retries, the
+    hard kill, multi-line output folded, and no process per probe besides the command itself."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "busybox").symlink_to(BUSYBOX)  # only busybox: no awk, tr, tail, adjtimex on PATH
+    cmds = [Command(("busybox", "true"), 1, 1), Command(("busybox", "false"), 1, 2),
+            Command(("busybox", "sleep", "5"), 1, 1),
+            Command(("busybox", "sh", "-c", "echo 'two\tlines'; echo second"), 1, 1)]
+    started = time.monotonic()
+    proc = subprocess.run([str(bindir / "busybox"), "ash", "-c", prober_script(cmds)], capture_output=True,
+                          text=True, env={"PATH": str(bindir)}, timeout=30)
+    assert time.monotonic() - started < batch_timeout(cmds)
+    parsed = parse_output(proc.stdout, expected=4)
+    assert parsed.complete and not parsed.garbage, proc.stdout + proc.stderr
+    assert parsed.lines[0].returncode == 0 and 0 < parsed.lines[0].elapsed_ms < 1000
+    assert parsed.lines[1].returncode == 1 and parsed.lines[1].attempts == 2
+    assert parsed.lines[2].returncode == 137 and parsed.lines[2].elapsed_ms < 3500  # killed by `timeout -s KILL 2`
+    assert parsed.lines[3].output == "two lines\nsecond"
+
+
+@pytest.mark.skipif(not BUSYBOX, reason="busybox (Debian busybox-static) is not installed")
+def test_prober_truncates_long_output_to_its_tail():
+    cmds = [Command(("busybox", "sh", "-c", "busybox seq 1 500; echo the-end"), 1, 1)]
+    proc = subprocess.run([BUSYBOX, "ash", "-c", prober_script(cmds, max_output=50)], capture_output=True,
+                          text=True, timeout=30)
+    out = parse_output(proc.stdout, expected=1).lines[0].output
+    assert len(out) <= 50 and out.endswith("the-end")

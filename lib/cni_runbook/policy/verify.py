@@ -17,8 +17,9 @@ The workflow (see issue 7 and ``notebooks/04_policy_qos.ipynb``):
    (``keep`` policies stay) and check that the cells it changed return to the baseline.
 
 Loopback pairs are neither probed nor counted, as upstream does. Probing goes through stage
-03's engine (:func:`cni_runbook.validation.probe.run_probes`; one exec per source pod), from
-the layout pods' ``netexec`` container to the destination pods' IPs.
+03's engine (:func:`cni_runbook.validation.probe.run_probes`; one prober exec per source pod,
+every port and protocol of a set in one pass), from the layout pods' ``netexec`` container to
+the destination pods' IPs.
 
 Two times are reported per set. ``latency_s``: apply -> the sentinel pairs show the new
 result (an *allowed* sentinel is seen within one probe round trip, a *blocked* one only after
@@ -426,14 +427,21 @@ class Verifier:
 
     def probe(self, cells: Sequence[Cell], port: int, protocol: str) -> dict[Cell, bool | None]:
         """Observed reachability of ``cells`` on ``protocol/port`` (None: unknown)."""
-        if not cells:
+        return self.probe_all({(port, protocol): cells}).get((port, protocol), {})
+
+    def probe_all(self, wanted: Mapping[PortProto, Sequence[Cell]]) -> dict[PortProto, dict[Cell, bool | None]]:
+        """Observed reachability of the cells of every port/protocol, probed in ONE pass."""
+        keys = [(pp, cell) for pp, cells in wanted.items() for cell in cells]
+        if not keys:
             return {}
-        probes = [_make_probe(s, self.ips[d], port, protocol, f"{s}->{d}") for s, d in cells]
+        probes = [_make_probe(s, self.ips[d], port, protocol, f"{s}->{d}") for (port, protocol), (s, d) in keys]
         results = self.probe_fn(self.kube, probes, timeout_s=self.probe_timeout_s, attempts=self.attempts,
                                 concurrency=self.concurrency, container=NETEXEC_CONTAINER)
-        for cell, r in zip(cells, results, strict=True):
+        out: dict[PortProto, dict[Cell, bool | None]] = {pp: {} for pp in wanted}
+        for (pp, cell), r in zip(keys, results, strict=True):
             self.reasons[cell] = getattr(r, "reason", "") or ""
-        return {cell: r.ok for cell, r in zip(cells, results, strict=True)}
+            out[pp][cell] = r.ok
+        return out
 
     def _why(self, cells: Iterable[Cell]) -> str:
         """The most common probe failure reasons among ``cells``, for progress messages."""
@@ -464,9 +472,9 @@ class Verifier:
         expected: dict[PortProto, pd.DataFrame] = {}
         for port, protocol in probes:
             expected[(port, protocol)] = engine.matrix(port, protocol)
-            self.say(f"{name}: probing {len(cells)} pairs on {protocol}/{port}")
-            found[(port, protocol)] = self.probe(cells, port, protocol)
-            result.probes_run += len(cells)
+        self.say(f"{name}: probing {len(cells)} pairs on {', '.join(f'{pr}/{po}' for po, pr in probes)}")
+        found.update(self.probe_all({pp: cells for pp in probes}))
+        result.probes_run += len(cells) * len(probes)
         while True:
             wrong = {pp: [c for c, v in found[pp].items() if v is None or v != self._want(expected[pp], c)]
                      for pp in found}
@@ -479,10 +487,9 @@ class Verifier:
             self.say(f"{name}: {total} cell(s) differ from the expectation "
                      f"({self._why(c for w in wrong.values() for c in w)}); probing them again")
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-            for pp, bad in wrong.items():
-                if bad:
-                    found[pp].update(self.probe(bad, *pp))
-                    result.probes_run += len(bad)
+            for pp, again in self.probe_all({pp: bad for pp, bad in wrong.items() if bad}).items():
+                found[pp].update(again)
+                result.probes_run += len(again)
         for (port, protocol), cells_found in found.items():
             exp = expected[(port, protocol)]
             observed = self._observed(cells_found)
@@ -538,9 +545,9 @@ class Verifier:
         rounds = 0
         while pending:
             rounds += 1
+            found = self.probe_all({pp: [c for c, _ in cells] for pp, cells in pending.items()})
             for pp in list(pending):
-                found = self.probe([c for c, _ in pending[pp]], *pp)
-                pending[pp] = [(c, want) for c, want in pending[pp] if found.get(c) is not want]
+                pending[pp] = [(c, want) for c, want in pending[pp] if found[pp].get(c) is not want]
                 if not pending[pp]:
                     del pending[pp]
             if not pending:

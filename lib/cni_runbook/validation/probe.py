@@ -1,42 +1,54 @@
-"""The probe engine: many connectivity probes, one exec per source pod.
+"""The probe engine (v2): many connectivity probes, one in-pod prober per source pod.
 
 A :class:`Probe` asks "can pod ``src`` reach ``target:port`` over ``protocol``?".
-:func:`run_probes` groups the probes by source pod and runs each group with ONE
-exec: a small POSIX shell script (busybox ``sh`` in the agnhost image) starts
-every probe of that pod in the background, each bounded by ``timeout``, and
-prints one machine-readable line per probe::
+:func:`run_probes` groups the probes by source pod and hands each group to ONE exec
+(through the API server, so it works where the operator reaches nothing else) running a
+small prober under busybox ``ash`` (:data:`PROBER_SHELL`; the agnhost image has busybox:
+upstream's alpine base, the lab's busybox-static). The prober starts every probe of the
+pod at once, each bounded by ``busybox timeout -s KILL``, and prints one line per probe::
 
     @@P<TAB>index<TAB>exit code<TAB>attempts<TAB>start us<TAB>end us<TAB>output (one line)
 
-followed by ``@@DONE`` once every probe has reported. Python parses those lines
-(:func:`parse_output`), so a matrix costs O(pods) execs instead of O(pairs);
-source pods are handled by a bounded thread pool.
+then ``@@DONE``. Python parses those lines (:func:`parse_output`). Source pods are all
+probed at once (up to ``concurrency`` execs), so a matrix costs one exec start-up plus
+its slowest probe, not pods x exec start-up (v1 timed every probe with four extra
+processes and ran eight execs at a time; see benchmarks/validation_suite.py).
 
-Commands per protocol (inside the pod):
+What a probe costs in the pod is two forks and the probe tool itself: the clock is
+ash's ``$EPOCHREALTIME`` (microseconds, no process), output clean-up is parameter
+expansion. Streaming (probing pairs at a fixed interval around an operation) lives in
+:mod:`.stream` and uses the same in-pod commands (:func:`probe_argv`).
 
-* TCP to an IP address: busybox ``nc -w T IP PORT`` (stdin is /dev/null, so it
-  exits as soon as the connection is made): a ~1 ms process, where starting the
-  50 MB agnhost binary for every probe cost far more than the connection itself.
+Commands per protocol (inside the pod, always the busybox applet, because upstream
+agnhost's PATH has OpenBSD ``nc`` and bind's ``nslookup`` in front of busybox's):
+
+* TCP to an IP address: ``busybox nc -w T IP PORT`` (stdin /dev/null; exits once
+  connected and the server closes on our EOF, which every TCP server probed here does).
 * TCP to a name, UDP, SCTP: ``/agnhost connect HOST:PORT --timeout=Ts
-  [--protocol=udp|sctp]`` (Go's resolver; a static busybox cannot use NSS);
-  agnhost prints TIMEOUT / REFUSED / DNS / OTHER on failure. UDP needs a server
-  that answers (agnhost netexec's UDP port echoes).
-* HTTP: busybox ``wget -q -O /dev/null http://HOST:PORT/PATH`` (2xx/3xx passes).
-* ICMP: busybox ``ping -c 1 -W T -s SIZE HOST`` (needs CAP_NET_RAW in the pod);
-  its latency is the reported round-trip time. Linux sets don't-fragment on
-  packets that fit the local MTU, so a ``size`` of MTU-28 is a path-MTU probe.
-* DNS: busybox ``nslookup NAME [RESOLVER]`` (``target`` is the name to resolve,
+  [--protocol=udp|sctp]`` (Go's resolver; busybox nc has no UDP); agnhost prints
+  TIMEOUT / REFUSED / DNS / OTHER on failure. UDP needs a server that answers
+  (agnhost netexec's UDP port echoes).
+* HTTP: ``busybox wget -q -O /dev/null http://HOST:PORT/PATH`` (2xx/3xx passes).
+* ICMP: ``busybox ping -c 1 -W T -s SIZE HOST`` (needs CAP_NET_RAW in the pod); its
+  latency is the reported round-trip time. Linux sets don't-fragment on packets that
+  fit the local MTU, so a ``size`` of MTU-28 is a path-MTU probe.
+* DNS: ``busybox nslookup NAME [RESOLVER]`` (``target`` is the name to resolve,
   ``port`` is ignored); latency is the lookup's wall time.
 
-Timing: ``latency_ms`` of connect probes is the wall time of the command inside
-the pod (process start + connect), read from a microsecond clock (busybox
-``adjtimex``, read-only); ICMP probes report ping's own RTT.
+Timing: ``latency_ms`` is the wall time of the command inside the pod (process start +
+the probe), from ash's microsecond clock; ICMP probes report ping's own RTT.
 
-Retries: a failed probe is retried inside the same exec up to ``attempts``
-times (``attempts`` records how many it took); a batch whose exec itself failed
-is re-run once more when ``attempts > 1``. Nothing waits without a bound: every
-command is wrapped in ``timeout -s KILL`` and every exec has a batch timeout
-derived from the probe timeout (:func:`batch_timeout`).
+Retries: a failed probe is retried inside the same exec up to ``attempts`` times
+(``attempts`` records how many it took); a batch whose exec itself failed is re-run
+once more when ``attempts > 1``. Nothing waits without a bound: every command runs
+under ``timeout -s KILL`` and every exec has a batch timeout (:func:`batch_timeout`).
+
+agnhost netexec's ``/dial`` through the API server's pod proxy was measured as the
+alternative and not taken: it speaks only HTTP/UDP/SCTP to netexec servers, waits a
+fixed 5 s for an answer whatever the probe timeout, and reports no in-pod latency.
+
+:func:`run_batches` (the same machinery for arbitrary commands under plain ``sh``, e.g.
+iperf3 in an image without busybox) serves the perf measurements.
 """
 
 from __future__ import annotations
@@ -124,12 +136,16 @@ class BatchOutcome:
 # --------------------------------------------------------------------------- script
 
 
+#: how the prober is started in a source pod (busybox ash: $EPOCHREALTIME, ${v//a/b}, read -t)
+PROBER_SHELL = ("busybox", "ash", "-c")
+SH_SHELL = ("sh", "-c")
+
 _PRELUDE = r"""now() { adjtimex 2>/dev/null | awk '/tv_sec/{s=$2} /tv_usec/{u=$2} END{if (s != "") printf "%%d%%06d", s, u}'; }
 p() {
-  i=$1; n=$2; shift 2; a=0
+  i=$1; n=$2; k=$3; shift 3; a=0
   while :; do
     a=$((a+1)); t0=$(now)
-    o=$("$@" 2>&1); rc=$?
+    o=$(timeout -s KILL "$k" "$@" 2>&1); rc=$?
     t1=$(now)
     [ "$rc" = 0 ] && break
     [ "$a" -ge "$n" ] && break
@@ -140,23 +156,64 @@ p() {
 }
 """
 
+#: the prober's functions (busybox ash; no process besides the probe command itself)
+ASH_PRELUDE = r"""set -f
+NL='
+'
+TAB='	'
+US=$(printf '\037')
+CR=$(printf '\r')
+clean() {
+  o=${o//$NL/$US}; o=${o//$TAB/ }; o=${o//$CR/ }
+  [ ${#o} -le %(maxout)d ] || o=${o:$((${#o}-%(maxout)d))}
+}
+p() {
+  i=$1; n=$2; k=$3; shift 3; a=0
+  while :; do
+    a=$((a+1)); t0=$EPOCHREALTIME
+    o=$(busybox timeout -s KILL "$k" "$@" 2>&1 </dev/null); rc=$?
+    t1=$EPOCHREALTIME
+    [ "$rc" = 0 ] && break
+    [ "$a" -ge "$n" ] && break
+    busybox sleep %(pause)s
+  done
+  [ -z "$o" ] || clean
+  printf '@@P\t%%s\t%%s\t%%s\t%%s%%s\t%%s%%s\t%%s\n' "$i" "$rc" "$a" "${t0%%.*}" "${t0#*.}" "${t1%%.*}" "${t1#*.}" "$o"
+}
+"""
 
-def build_script(commands: Sequence[Command], parallelism: int = 32, max_output: int = 2000) -> str:
-    """The shell script that runs ``commands`` (in waves of ``parallelism``) and reports each."""
-    lines = [_PRELUDE % {"pause": RETRY_PAUSE_S, "maxout": max_output}]
+
+def _launch_lines(commands: Sequence[Command], parallelism: int) -> list[str]:
+    lines = []
     for index, cmd in enumerate(commands):
-        kill_after = _fmt_seconds(cmd.timeout_s + 1)
         argv = " ".join(shlex.quote(a) for a in cmd.argv)
-        lines.append(f"p {index} {max(1, cmd.attempts)} timeout -s KILL {kill_after} {argv} &")
+        lines.append(f"p {index} {max(1, cmd.attempts)} {kill_after(cmd.timeout_s)} {argv} &")
         if (index + 1) % parallelism == 0:
             lines.append("wait")
     lines.append("wait")
     lines.append(f"echo {DONE_TAG}")
+    return lines
+
+
+def build_script(commands: Sequence[Command], parallelism: int = 32, max_output: int = 2000) -> str:
+    """The plain-``sh`` script that runs ``commands`` (in waves of ``parallelism``) and reports each."""
+    lines = [_PRELUDE % {"pause": RETRY_PAUSE_S, "maxout": max_output}, *_launch_lines(commands, parallelism)]
     return "\n".join(lines) + "\n"
 
 
+def prober_script(commands: Sequence[Command], parallelism: int = 64, max_output: int = 300) -> str:
+    """The busybox-``ash`` prober that runs ``commands`` (waves of ``parallelism``) and reports each."""
+    lines = [ASH_PRELUDE % {"pause": RETRY_PAUSE_S, "maxout": max_output}, *_launch_lines(commands, parallelism)]
+    return "\n".join(lines) + "\n"
+
+
+def kill_after(seconds: float) -> str:
+    """The whole seconds ``timeout -s KILL`` gets for a command of ``seconds`` (busybox: integers)."""
+    return str(max(1, math.ceil(seconds + 1)))
+
+
 def _fmt_seconds(seconds: float) -> str:
-    # busybox timeout takes whole seconds
+    # busybox tools take whole seconds
     return str(max(1, math.ceil(seconds)))
 
 
@@ -232,13 +289,17 @@ def _split_pod(src: str) -> tuple[str, str]:
 
 def run_batch(kube, pod: str, commands: Sequence[Command], *, container: str | None = None,
               parallelism: int = 32, exec_retries: int = 0, exec_fn: ExecFn = exec_in_pod,
-              max_output: int = 2000) -> BatchOutcome:
+              max_output: int = 2000, prober: bool = False) -> BatchOutcome:
     """Run ``commands`` in ``pod`` ("namespace/name") with one exec (plus bounded exec retries).
 
-    ``max_output`` caps what each command reports (its last characters are kept).
+    ``max_output`` caps what each command reports (its last characters are kept);
+    ``prober`` runs them with the busybox-ash prober (:func:`prober_script`) instead of
+    plain ``sh`` (:func:`build_script`).
     """
     namespace, name = _split_pod(pod)
-    script = build_script(commands, parallelism, max_output)
+    make = prober_script if prober else build_script
+    shell = PROBER_SHELL if prober else SH_SHELL
+    script = make(commands, parallelism, max_output)
     timeout = batch_timeout(commands, parallelism)
     results: list[CommandResult | None] = [None] * len(commands)
     errors = ""
@@ -251,10 +312,10 @@ def run_batch(kube, pod: str, commands: Sequence[Command], *, container: str | N
             break
         if len(todo) != len(commands):  # re-run only what is still unknown
             sub = [commands[i] for i in todo]
-            script, timeout = build_script(sub, parallelism, max_output), batch_timeout(sub, parallelism)
+            script, timeout = make(sub, parallelism, max_output), batch_timeout(sub, parallelism)
         execs += 1
         try:
-            res = exec_fn(kube, namespace, name, ["sh", "-c", script], container=container, timeout=timeout)
+            res = exec_fn(kube, namespace, name, [*shell, script], container=container, timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - an API error of one pod must not sink the others
             errors = f"exec error: {_short_api_error(exc)}"
             continue
@@ -289,7 +350,8 @@ def _short_api_error(exc: Exception) -> str:
 
 def run_batches(kube, batches: dict[str, list[Command]], *, concurrency: int = 8, container: str | None = None,
                 parallelism: int = 32, exec_retries: int = 0, progress: Progress | None = None,
-                exec_fn: ExecFn = exec_in_pod, max_output: int = 2000) -> dict[str, BatchOutcome]:
+                exec_fn: ExecFn = exec_in_pod, max_output: int = 2000,
+                prober: bool = False) -> dict[str, BatchOutcome]:
     """Run every pod's batch, at most ``concurrency`` execs at a time."""
     outcomes: dict[str, BatchOutcome] = {}
     if not batches:
@@ -300,7 +362,7 @@ def run_batches(kube, batches: dict[str, list[Command]], *, concurrency: int = 8
     def one(pod: str, cmds: list[Command]) -> BatchOutcome:
         client = clients.get() if clients else kube
         return run_batch(client, pod, cmds, container=container, parallelism=parallelism,
-                         exec_retries=exec_retries, exec_fn=exec_fn, max_output=max_output)
+                         exec_retries=exec_retries, exec_fn=exec_fn, max_output=max_output, prober=prober)
 
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -353,12 +415,12 @@ class _ThreadClients:
 # --------------------------------------------------------------------------- probes
 
 
-def probe_command(probe: Probe, timeout_s: float) -> tuple[str, ...]:
-    """The in-pod argv of one probe (see the module docstring)."""
+def probe_argv(probe: Probe, timeout_s: float) -> tuple[str, ...]:
+    """The in-pod argv of one probe (see the module docstring); busybox applets by name."""
     proto = probe.protocol.upper()
     secs = _fmt_seconds(timeout_s)
     if proto == "TCP" and _is_ip(probe.target):
-        return ("nc", "-w", secs, probe.target.strip("[]"), str(probe.port))
+        return ("busybox", "nc", "-w", secs, probe.target.strip("[]"), str(probe.port))
     if proto in ("TCP", "UDP", "SCTP"):
         argv = ["/agnhost", "connect", probe.address, f"--timeout={timeout_s:g}s"]
         if proto != "TCP":
@@ -367,11 +429,12 @@ def probe_command(probe: Probe, timeout_s: float) -> tuple[str, ...]:
     if proto == "HTTP":
         path = probe.path if probe.path.startswith("/") else "/" + probe.path
         # no -T: Debian's static busybox wget crashes with it; `timeout -s KILL` bounds it instead
-        return ("wget", "-q", "-O", "/dev/null", f"http://{probe.address}{path}")
+        return ("busybox", "wget", "-q", "-O", "/dev/null", f"http://{probe.address}{path}")
     if proto == "DNS":
-        return ("nslookup", probe.target, probe.resolver) if probe.resolver else ("nslookup", probe.target)
+        argv = ["busybox", "nslookup", probe.target]
+        return (*argv, probe.resolver) if probe.resolver else tuple(argv)
     if proto == "ICMP":
-        argv = ["ping", "-c", "1", "-W", secs]
+        argv = ["busybox", "ping", "-c", "1", "-W", secs]
         if probe.size:
             argv += ["-s", str(probe.size)]
         return (*argv, probe.target)
@@ -506,13 +569,15 @@ def _ping_reason(out: str, last: str, timeout_s: float) -> tuple[bool | None, st
 
 
 def run_probes(kube, probes: list[Probe], *, timeout_s: float = 2.0, attempts: int = 1,
-               concurrency: int = 8, container: str | None = None,
-               progress: Callable[[str], None] | None = None, parallelism: int = 32,
+               concurrency: int = 32, container: str | None = None,
+               progress: Callable[[str], None] | None = None, parallelism: int = 64,
                exec_fn: ExecFn = exec_in_pod) -> list[ProbeResult]:
-    """Run ``probes`` batched per source pod; results come back in the order of ``probes``.
+    """Run ``probes``, one prober exec per source pod; results come back in the order of ``probes``.
 
-    ``parallelism`` bounds how many probes run at once inside one pod; ``exec_fn``
-    is the exec function (tests pass a fake).
+    ``concurrency`` bounds the execs in flight (source pods probed at once),
+    ``parallelism`` the probes running at once inside one pod; ``exec_fn`` is the exec
+    function (tests pass a fake). Probes of every protocol and port mix freely: a whole
+    set of truth tables is one call.
     """
     if timeout_s <= 0:
         raise ValueError("timeout_s must be positive")
@@ -524,11 +589,12 @@ def run_probes(kube, probes: list[Probe], *, timeout_s: float = 2.0, attempts: i
         if problem:
             results[i] = ProbeResult(probe, None, None, 0, problem)
             continue
-        cmd = Command(probe_command(probe, timeout_s), timeout_s, max(1, attempts))
+        cmd = Command(probe_argv(probe, timeout_s), timeout_s, max(1, attempts))
         batches.setdefault(probe.src, []).append(cmd)
         owners.setdefault(probe.src, []).append(i)
     outcomes = run_batches(kube, batches, concurrency=concurrency, container=container, parallelism=parallelism,
-                           exec_retries=1 if attempts > 1 else 0, progress=progress, exec_fn=exec_fn)
+                           exec_retries=1 if attempts > 1 else 0, progress=progress, exec_fn=exec_fn,
+                           max_output=300, prober=True)
     for pod, outcome in outcomes.items():
         for index, cmd_result in zip(owners[pod], outcome.results):
             results[index] = interpret(probes[index], cmd_result, timeout_s)
@@ -536,5 +602,5 @@ def run_probes(kube, probes: list[Probe], *, timeout_s: float = 2.0, attempts: i
 
 
 __all__ = ["Probe", "ProbeResult", "Command", "CommandResult", "BatchOutcome", "run_probes", "run_batch",
-           "run_batches", "build_script", "parse_output", "batch_timeout", "probe_command", "interpret",
-           "PROTOCOLS"]
+           "run_batches", "build_script", "prober_script", "parse_output", "batch_timeout", "probe_argv",
+           "interpret", "PROTOCOLS", "PROBER_SHELL"]
