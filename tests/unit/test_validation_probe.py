@@ -3,6 +3,8 @@ batching, retries."""
 
 from __future__ import annotations
 
+import os
+import select
 import shutil
 import subprocess
 import threading
@@ -20,7 +22,9 @@ from cni_runbook.validation.probe import (
     interpret,
     parse_output,
     probe_argv,
-    prober_script,
+    serve_script,
+    ProberPool,
+    run_batches,
     run_probes,
 )
 
@@ -169,31 +173,31 @@ class FakeExec:
                 self.active -= 1
 
 
-def test_run_probes_one_exec_per_pod_bounded_concurrency_and_order():
+def _cmds(targets, port=8080):
+    return [Command(("nc", "-w", "2", t, str(port)), 2.0) for t in targets]
+
+
+def test_run_batches_one_exec_per_pod_bounded_concurrency():
     pods = [f"ns/c{i}" for i in range(6)]
     targets = [f"10.0.0.{i}" for i in range(6)]
-    table = {(t, 8080): (0, "") for t in targets[:5]}
-    fake = FakeExec(table)
-    probes = [Probe(p, t, 8080, name="pod-to-pod") for p in pods for t in targets]
+    fake = FakeExec({(t, 8080): (0, "") for t in targets[:5]})
     seen = []
-    results = run_probes(None, probes, concurrency=3, exec_fn=fake, progress=seen.append)
+    outcomes = run_batches(None, {p: _cmds(targets) for p in pods}, concurrency=3, exec_fn=fake,
+                           progress=seen.append)
     assert len(fake.calls) == 6 and fake.max_active <= 3
-    assert [r.probe for r in results] == probes
-    assert sum(r.ok is True for r in results) == 30 and sum(r.ok is False for r in results) == 6
-    assert all(r.reason == "timeout: no answer within 2s" for r in results if r.ok is False)
+    assert [r.returncode for r in outcomes["ns/c0"].results] == [0, 0, 0, 0, 0, 1]
     assert len(seen) == 6 and seen[-1].startswith("[6/6]")
 
 
-def test_run_probes_exec_failure_and_batch_timeout_are_undetermined_and_retried_once():
+def test_run_batches_exec_failure_and_batch_timeout_are_undetermined_and_retried_once():
     fake = FakeExec({("10.0.0.1", 80): (0, "")}, delay=0, fail_pods={"bad"}, hang_pods={"slow"})
-    probes = [Probe("ns/bad", "10.0.0.1", 80), Probe("ns/slow", "10.0.0.1", 80), Probe("ns/slow", "10.0.0.2", 80),
-              Probe("ns/good", "10.0.0.1", 80), Probe("ns/good", "bad target;rm", 80)]
-    results = run_probes(None, probes, attempts=2, exec_fn=fake)
-    assert results[0].ok is None and results[0].reason.startswith("exec error: pods")
-    assert results[1].ok is True  # the line that did arrive counts
-    assert results[2].ok is None and results[2].reason.startswith("batch timed out")
-    assert results[3].ok is True
-    assert results[4].ok is None and results[4].reason.startswith("invalid target")
+    outcomes = run_batches(None, {"ns/bad": _cmds(["10.0.0.1"], 80), "ns/slow": _cmds(["10.0.0.1", "10.0.0.2"], 80),
+                                  "ns/good": _cmds(["10.0.0.1"], 80)}, exec_retries=1, exec_fn=fake)
+    assert outcomes["ns/bad"].results[0].returncode is None
+    assert outcomes["ns/bad"].results[0].error.startswith("exec error: pods")
+    slow = outcomes["ns/slow"].results
+    assert slow[0].returncode == 0 and slow[1].returncode is None and slow[1].error.startswith("batch timed out")
+    assert outcomes["ns/good"].results[0].returncode == 0
     calls = [c[0] for c in fake.calls]
     assert calls.count("bad") == 2 and calls.count("slow") == 2 and calls.count("good") == 1  # one bounded retry
 
@@ -222,32 +226,114 @@ def test_script_runs_under_busybox_sh(tmp_path):
     assert parsed.lines[3].output == "two lines\nsecond"
 
 
-@pytest.mark.skipif(not BUSYBOX, reason="busybox (Debian busybox-static) is not installed")
-def test_prober_runs_under_busybox_ash_with_no_helper_processes(tmp_path):
-    """The real prober under ``busybox ash`` (as in the pod): microsecond clock, retries, the
-    hard kill, multi-line output folded, and no process per probe besides the command itself."""
+class LocalSession:
+    """Test double of kube.exec.ExecSession: the pod's command as a local process (PATH: busybox only)."""
+
+    def __init__(self, kube, namespace, pod, command, container=None, env=None):
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=env)
+        os.set_blocking(self.proc.stdout.fileno(), False)
+
+    def write(self, text):
+        self.proc.stdin.write(text.encode())
+        self.proc.stdin.flush()
+
+    def read(self, timeout):
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return ((self.proc.stdout.read() or b"").decode(), "") if ready else ("", "")
+
+    def is_open(self):
+        return self.proc.poll() is None
+
+    @property
+    def returncode(self):
+        return self.proc.returncode
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture()
+def busybox_only(tmp_path):
+    """A PATH with nothing but busybox (no awk, tr, tail, adjtimex: the prober must not need them)."""
+    if not BUSYBOX:
+        pytest.skip("busybox (Debian busybox-static) is not installed")
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    (bindir / "busybox").symlink_to(BUSYBOX)  # only busybox: no awk, tr, tail, adjtimex on PATH
-    cmds = [Command(("busybox", "true"), 1, 1), Command(("busybox", "false"), 1, 2),
-            Command(("busybox", "sleep", "5"), 1, 1),
-            Command(("busybox", "sh", "-c", "echo 'two\tlines'; echo second"), 1, 1)]
+    (bindir / "busybox").symlink_to(BUSYBOX)
+    return {"PATH": str(bindir)}
+
+
+def test_long_lived_prober_under_busybox_ash(busybox_only):
+    """The real serving loop: microsecond clock, retries, the hard kill, multi-line output folded,
+    truncation to the tail, and several batches through one session."""
+    from cni_runbook.validation.probe import PROBER_SHELL, _Prober
+
+    prober = _Prober(LocalSession(None, "ns", "p", [*PROBER_SHELL, serve_script(max_output=50)], env=busybox_only))
+    try:
+        cmds = [Command(("busybox", "true"), 1, 1), Command(("busybox", "false"), 1, 2),
+                Command(("busybox", "sleep", "5"), 1, 1),
+                Command(("busybox", "seq", "1", "2"), 1, 1), Command(("busybox", "seq", "1", "500"), 1, 1)]
+        started = time.monotonic()
+        lines, error = prober.run(cmds, batch_timeout(cmds))
+        assert error == "" and time.monotonic() - started < 4
+        assert lines[0].returncode == 0 and 0 < lines[0].elapsed_ms < 1000
+        assert lines[1].returncode == 1 and lines[1].attempts == 2
+        assert lines[2].returncode == 137 and lines[2].elapsed_ms < 3500  # killed by `timeout -s KILL 2`
+        assert lines[3].output == "1\n2"
+        assert len(lines[4].output) <= 50 and lines[4].output.endswith("499\n500")
+        with pytest.raises(ValueError):
+            prober.run([Command(("busybox", "sh", "-c", "echo two words"), 1, 1)], 5)
+        again, error = prober.run(cmds[:1], 5)
+        assert error == "" and again[0].returncode == 0 and prober.batches == 2
+    finally:
+        prober.close()
+
+
+def test_pool_probes_loopback_keeps_sessions_and_order(busybox_only, server):
+    _, base = server
+    port = int(base.rsplit(":", 1)[1])
+    opened = []
+
+    def factory(kube, namespace, pod, command, container=None):
+        opened.append(pod)
+        return LocalSession(kube, namespace, pod, command, env=busybox_only)
+
+    probes = [Probe(f"ns/{src}", "127.0.0.1", p, proto, path="/") for src in ("a", "b", "c")
+              for p, proto in ((port, "TCP"), (1, "TCP"), (port, "HTTP"))]
+    probes.append(Probe("ns/a", "bad target;rm", 80))
+    with ProberPool(session_factory=factory) as pool:
+        first = pool(None, probes, timeout_s=1.0)
+        second = pool(None, probes[:3], timeout_s=1.0)
+    assert [r.probe for r in first] == probes
+    assert [r.ok for r in first[:3]] == [True, False, True] and first[1].reason == "connection refused"
+    assert all(r.latency_ms is not None and r.latency_ms < 1000 for r in first[:3])
+    assert first[-1].ok is None and first[-1].reason.startswith("invalid target")
+    assert [r.ok for r in second] == [True, False, True]
+    assert sorted(opened) == ["a", "b", "c"]  # the second run reused the sessions
+
+
+def test_pool_exec_failures_and_silent_probers_are_undetermined_and_bounded(busybox_only, monkeypatch):
+    from cni_runbook.validation import probe as P
+
+    monkeypatch.setattr(P, "BATCH_OVERHEAD_S", 0.5)
+    calls = []
+
+    def factory(kube, namespace, pod, command, container=None):
+        calls.append(pod)
+        if pod == "bad":
+            raise RuntimeError('pods "bad" not found')
+        if pod == "mute":  # a prober that never answers
+            return LocalSession(kube, namespace, pod, [BUSYBOX, "sleep", "30"])
+        return LocalSession(kube, namespace, pod, command, env=busybox_only)
+
+    probes = [Probe("ns/bad", "127.0.0.1", 1), Probe("ns/mute", "127.0.0.1", 1), Probe("ns/good", "127.0.0.1", 1)]
     started = time.monotonic()
-    proc = subprocess.run([str(bindir / "busybox"), "ash", "-c", prober_script(cmds)], capture_output=True,
-                          text=True, env={"PATH": str(bindir)}, timeout=30)
-    assert time.monotonic() - started < batch_timeout(cmds)
-    parsed = parse_output(proc.stdout, expected=4)
-    assert parsed.complete and not parsed.garbage, proc.stdout + proc.stderr
-    assert parsed.lines[0].returncode == 0 and 0 < parsed.lines[0].elapsed_ms < 1000
-    assert parsed.lines[1].returncode == 1 and parsed.lines[1].attempts == 2
-    assert parsed.lines[2].returncode == 137 and parsed.lines[2].elapsed_ms < 3500  # killed by `timeout -s KILL 2`
-    assert parsed.lines[3].output == "two lines\nsecond"
-
-
-@pytest.mark.skipif(not BUSYBOX, reason="busybox (Debian busybox-static) is not installed")
-def test_prober_truncates_long_output_to_its_tail():
-    cmds = [Command(("busybox", "sh", "-c", "busybox seq 1 500; echo the-end"), 1, 1)]
-    proc = subprocess.run([BUSYBOX, "ash", "-c", prober_script(cmds, max_output=50)], capture_output=True,
-                          text=True, timeout=30)
-    out = parse_output(proc.stdout, expected=1).lines[0].output
-    assert len(out) <= 50 and out.endswith("the-end")
+    results = run_probes(None, probes, timeout_s=0.5, attempts=2, session_factory=factory)
+    assert time.monotonic() - started < 15
+    assert results[0].ok is None and results[0].reason.startswith("exec error: pods")
+    assert results[1].ok is None and results[1].reason.startswith("batch timed out")
+    assert results[2].ok is False and results[2].reason == "connection refused"
+    assert calls.count("bad") == 2 and calls.count("mute") == 2 and calls.count("good") == 1  # one bounded retry

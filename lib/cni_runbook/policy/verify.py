@@ -344,9 +344,9 @@ def diff_numbers(diff: pd.DataFrame) -> pd.DataFrame:
 
 
 def _default_probe_fn() -> ProbeFn:
-    from ..validation.probe import run_probes
+    from ..validation.probe import ProberPool
 
-    return run_probes
+    return ProberPool()  # keeps one prober per source pod across the many matrices of a run
 
 
 def _make_probe(src: str, ip: str, port: int, protocol: str, name: str) -> Any:

@@ -1,18 +1,23 @@
 """The probe engine (v2): many connectivity probes, one in-pod prober per source pod.
 
 A :class:`Probe` asks "can pod ``src`` reach ``target:port`` over ``protocol``?".
-:func:`run_probes` groups the probes by source pod and hands each group to ONE exec
-(through the API server, so it works where the operator reaches nothing else) running a
-small prober under busybox ``ash`` (:data:`PROBER_SHELL`; the agnhost image has busybox:
-upstream's alpine base, the lab's busybox-static). The prober starts every probe of the
-pod at once, each bounded by ``busybox timeout -s KILL``, and prints one line per probe::
+Probes run in the source pods, through ONE long-lived exec per source pod (through the
+API server, so it works where the operator reaches nothing else): a small prober under
+busybox ``ash`` (:data:`PROBER_SHELL`; the agnhost image has busybox: upstream's alpine
+base, the lab's busybox-static) reads batches of probes on stdin, starts every probe of
+a batch at once, each bounded by ``busybox timeout -s KILL``, and prints one line per
+probe as it finishes::
 
     @@P<TAB>index<TAB>exit code<TAB>attempts<TAB>start us<TAB>end us<TAB>output (one line)
 
-then ``@@DONE``. Python parses those lines (:func:`parse_output`). Source pods are all
-probed at once (up to ``concurrency`` execs), so a matrix costs one exec start-up plus
-its slowest probe, not pods x exec start-up (v1 timed every probe with four extra
-processes and ran eight execs at a time; see benchmarks/validation_suite.py).
+then ``@@E<TAB>batch``. Python parses those lines (:func:`parse_output`).
+:class:`ProberPool` keeps the probers between runs (stage 04 probes dozens of matrices
+on the same pods: exec start-up is paid once per pod, not per matrix);
+:func:`run_probes` is one run with a pool of its own. Source pods are probed at once
+(up to ``concurrency``), so a matrix costs its slowest probe plus, on the first run,
+one exec start-up, not pods x exec start-up (v1 started an exec per pod and matrix,
+eight at a time, and timed every probe with four extra processes; see
+benchmarks/validation_suite.py).
 
 What a probe costs in the pod is two forks and the probe tool itself: the clock is
 ash's ``$EPOCHREALTIME`` (microseconds, no process), output clean-up is parameter
@@ -38,14 +43,16 @@ agnhost's PATH has OpenBSD ``nc`` and bind's ``nslookup`` in front of busybox's)
 Timing: ``latency_ms`` is the wall time of the command inside the pod (process start +
 the probe), from ash's microsecond clock; ICMP probes report ping's own RTT.
 
-Retries: a failed probe is retried inside the same exec up to ``attempts`` times
-(``attempts`` records how many it took); a batch whose exec itself failed is re-run
-once more when ``attempts > 1``. Nothing waits without a bound: every command runs
-under ``timeout -s KILL`` and every exec has a batch timeout (:func:`batch_timeout`).
+Retries: a failed probe is retried inside the prober up to ``attempts`` times
+(``attempts`` records how many it took); a batch whose exec failed or went silent is
+re-run once on a fresh exec when ``attempts > 1``. Nothing waits without a bound: every
+command runs under ``timeout -s KILL`` and every batch has a deadline
+(:func:`batch_timeout`); a prober that missed one is closed, not reused.
 
-agnhost netexec's ``/dial`` through the API server's pod proxy was measured as the
-alternative and not taken: it speaks only HTTP/UDP/SCTP to netexec servers, waits a
-fixed 5 s for an answer whatever the probe timeout, and reports no in-pod latency.
+agnhost netexec's ``/dial`` through the API server's pod proxy was considered and not
+taken (from its source, test/images/agnhost/netexec): it needs netexec in the source pod,
+speaks only HTTP/UDP/SCTP to netexec servers (no plain TCP connect, ICMP or DNS), waits a
+fixed 5 s for an answer whatever the probe timeout, and reports no latency.
 
 :func:`run_batches` (the same machinery for arbitrary commands under plain ``sh``, e.g.
 iperf3 in an image without busybox) serves the perf measurements.
@@ -63,7 +70,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from ..kube.exec import ExecResult, exec_in_pod
+from ..kube.exec import ExecResult, ExecSession, exec_in_pod
 
 Progress = Callable[[str], None]
 
@@ -201,12 +208,6 @@ def build_script(commands: Sequence[Command], parallelism: int = 32, max_output:
     return "\n".join(lines) + "\n"
 
 
-def prober_script(commands: Sequence[Command], parallelism: int = 64, max_output: int = 300) -> str:
-    """The busybox-``ash`` prober that runs ``commands`` (waves of ``parallelism``) and reports each."""
-    lines = [ASH_PRELUDE % {"pause": RETRY_PAUSE_S, "maxout": max_output}, *_launch_lines(commands, parallelism)]
-    return "\n".join(lines) + "\n"
-
-
 def kill_after(seconds: float) -> str:
     """The whole seconds ``timeout -s KILL`` gets for a command of ``seconds`` (busybox: integers)."""
     return str(max(1, math.ceil(seconds + 1)))
@@ -289,16 +290,12 @@ def _split_pod(src: str) -> tuple[str, str]:
 
 def run_batch(kube, pod: str, commands: Sequence[Command], *, container: str | None = None,
               parallelism: int = 32, exec_retries: int = 0, exec_fn: ExecFn = exec_in_pod,
-              max_output: int = 2000, prober: bool = False) -> BatchOutcome:
-    """Run ``commands`` in ``pod`` ("namespace/name") with one exec (plus bounded exec retries).
-
-    ``max_output`` caps what each command reports (its last characters are kept);
-    ``prober`` runs them with the busybox-ash prober (:func:`prober_script`) instead of
-    plain ``sh`` (:func:`build_script`).
+              max_output: int = 2000) -> BatchOutcome:
+    """Run ``commands`` in ``pod`` ("namespace/name") under plain ``sh`` with one exec (plus
+    bounded exec retries); ``max_output`` caps what each command reports (its tail is kept).
     """
     namespace, name = _split_pod(pod)
-    make = prober_script if prober else build_script
-    shell = PROBER_SHELL if prober else SH_SHELL
+    make, shell = build_script, SH_SHELL
     script = make(commands, parallelism, max_output)
     timeout = batch_timeout(commands, parallelism)
     results: list[CommandResult | None] = [None] * len(commands)
@@ -350,8 +347,7 @@ def _short_api_error(exc: Exception) -> str:
 
 def run_batches(kube, batches: dict[str, list[Command]], *, concurrency: int = 8, container: str | None = None,
                 parallelism: int = 32, exec_retries: int = 0, progress: Progress | None = None,
-                exec_fn: ExecFn = exec_in_pod, max_output: int = 2000,
-                prober: bool = False) -> dict[str, BatchOutcome]:
+                exec_fn: ExecFn = exec_in_pod, max_output: int = 2000) -> dict[str, BatchOutcome]:
     """Run every pod's batch, at most ``concurrency`` execs at a time."""
     outcomes: dict[str, BatchOutcome] = {}
     if not batches:
@@ -362,7 +358,7 @@ def run_batches(kube, batches: dict[str, list[Command]], *, concurrency: int = 8
     def one(pod: str, cmds: list[Command]) -> BatchOutcome:
         client = clients.get() if clients else kube
         return run_batch(client, pod, cmds, container=container, parallelism=parallelism,
-                         exec_retries=exec_retries, exec_fn=exec_fn, max_output=max_output, prober=prober)
+                         exec_retries=exec_retries, exec_fn=exec_fn, max_output=max_output)
 
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -568,39 +564,219 @@ def _ping_reason(out: str, last: str, timeout_s: float) -> tuple[bool | None, st
     return False, f"error: {last or 'no output'}"
 
 
+# --------------------------------------------------------------------------- the prober pool
+
+
+#: the serving loop of a long-lived prober: "P index attempts kill argv..." starts a probe,
+#: "E batch" waits for the batch's probes and confirms, "Q" ends (so does stdin's end)
+SERVE_LOOP = r"""
+while read -r c i n k rest; do
+  case "$c" in
+    P) p "$i" "$n" "$k" $rest & ;;
+    E) wait; printf '@@E\t%s\n' "$i" ;;
+    Q) break ;;
+  esac
+done
+wait
+echo @@DONE
+"""
+END_TAG = "@@E"
+
+SessionFactory = Callable[..., object]
+
+
+def serve_script(max_output: int = 300) -> str:
+    """The long-lived prober: :data:`ASH_PRELUDE` + :data:`SERVE_LOOP` (batches arrive on stdin)."""
+    return ASH_PRELUDE % {"pause": RETRY_PAUSE_S, "maxout": max_output} + SERVE_LOOP
+
+
+class _Prober:
+    """One source pod's long-lived prober session (used by one thread at a time)."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.batches = 0
+        self.used = time.monotonic()
+
+    def run(self, commands: Sequence[Command], timeout: float) -> tuple[dict[int, CommandResult], str]:
+        """Results by index and, when some are missing, why."""
+        bad = [a for c in commands for a in c.argv if not a or any(ch.isspace() for ch in a)]
+        if bad:  # the serving loop splits its lines on whitespace
+            raise ValueError(f"prober arguments must be single words, got {bad[0]!r}")
+        self.batches += 1
+        batch = self.batches
+        lines = [f"P {i} {max(1, c.attempts)} {kill_after(c.timeout_s)} {' '.join(c.argv)}"
+                 for i, c in enumerate(commands)]
+        self.session.write("\n".join([*lines, f"E {batch}", ""]))
+        deadline = time.monotonic() + timeout
+        text, done, error = "", False, ""
+        end = f"{END_TAG}\t{batch}"
+        while not done:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                error = f"batch timed out after {timeout:.0f}s"
+                break
+            out, _err = self.session.read(min(left, 1.0))
+            if out:
+                text += out
+                done = any(line.rstrip("\r") == end for line in text[-(len(end) + 200):].splitlines())
+            elif not self.session.is_open():
+                error = f"prober exited (exit {self.session.returncode})"
+                break
+        self.used = time.monotonic()
+        parsed = parse_output(text, expected=len(commands))
+        return parsed.lines, error
+
+    def close(self) -> None:
+        try:
+            self.session.write("Q\n")
+        except Exception:  # noqa: BLE001 - it may be gone already
+            pass
+        try:
+            self.session.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+
+
+class ProberPool:
+    """Long-lived probers, one exec session per source pod (and container), reused by every run.
+
+    Call it like :func:`run_probes` (``pool(kube, probes, timeout_s=..., ...)``): the first
+    run opens the sessions, later runs write their probes to them, so a stage that probes
+    many matrices on the same pods (stage 04) pays exec start-up once. Sessions unused
+    for ``idle_s`` are closed at the next run; :meth:`close` (or ``with``) closes them all;
+    a session also ends when the operator's process does (its stdin closes).
+    """
+
+    def __init__(self, *, idle_s: float = 120.0, session_factory: SessionFactory = ExecSession,
+                 max_output: int = 300) -> None:
+        self.idle_s = idle_s
+        self.session_factory = session_factory
+        self.script = serve_script(max_output)
+        self.probers: dict[tuple[str, str | None], _Prober] = {}
+        self.lock = threading.Lock()
+        self.opened = 0  # execs started (for the benchmark)
+
+    def __enter__(self) -> ProberPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self.lock:
+            probers, self.probers = list(self.probers.values()), {}
+        for prober in probers:
+            prober.close()
+
+    def _get(self, kube, pod: str, container: str | None) -> _Prober:
+        key = (pod, container)
+        with self.lock:
+            prober = self.probers.get(key)
+        if prober is not None and prober.session.is_open():
+            return prober
+        namespace, name = _split_pod(pod)
+        session = self.session_factory(kube, namespace, name, [*PROBER_SHELL, self.script], container=container)
+        prober = _Prober(session)
+        with self.lock:
+            self.probers[key] = prober
+            self.opened += 1
+        return prober
+
+    def _drop(self, pod: str, container: str | None) -> None:
+        with self.lock:
+            prober = self.probers.pop((pod, container), None)
+        if prober:
+            prober.close()
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            idle = [k for k, p in self.probers.items() if now - p.used > self.idle_s]
+        for pod, container in idle:
+            self._drop(pod, container)
+
+    def _batch(self, kube, pod: str, commands: list[Command], container: str | None,
+               exec_retries: int) -> BatchOutcome:
+        started = time.monotonic()
+        results: dict[int, CommandResult] = {}
+        error = ""
+        execs = 0
+        for _ in range(1 + max(0, exec_retries)):
+            todo = [i for i in range(len(commands)) if i not in results]
+            if not todo:
+                break
+            execs += 1
+            try:
+                prober = self._get(kube, pod, container)
+                found, error = prober.run([commands[i] for i in todo], batch_timeout([commands[i] for i in todo], 64))
+            except Exception as exc:  # noqa: BLE001 - an API error of one pod must not sink the others
+                error = f"exec error: {_short_api_error(exc)}"
+                self._drop(pod, container)
+                continue
+            for local, index in enumerate(todo):
+                if local in found:
+                    results[index] = found[local]
+            if error:
+                self._drop(pod, container)  # a timed-out or dead prober is not reused
+            elif len(results) < len(commands):
+                error = "no result line for this probe"
+        final = [results.get(i) or CommandResult(None, 0, None, "", error or "no result") for i in range(len(commands))]
+        return BatchOutcome(pod, final, time.monotonic() - started, execs)
+
+    def __call__(self, kube, probes: list[Probe], *, timeout_s: float = 2.0, attempts: int = 1,
+                 concurrency: int = 32, container: str | None = None,
+                 progress: Callable[[str], None] | None = None) -> list[ProbeResult]:
+        """Run ``probes`` (any mix of protocols and ports); results in the order of ``probes``."""
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        self._reap()
+        results: list[ProbeResult | None] = [None] * len(probes)
+        batches: dict[str, list[Command]] = {}
+        owners: dict[str, list[int]] = {}
+        for i, probe in enumerate(probes):
+            problem = check_probe(probe)
+            if problem:
+                results[i] = ProbeResult(probe, None, None, 0, problem)
+                continue
+            batches.setdefault(probe.src, []).append(Command(probe_argv(probe, timeout_s), timeout_s,
+                                                             max(1, attempts)))
+            owners.setdefault(probe.src, []).append(i)
+        if batches:
+            workers = max(1, min(concurrency, len(batches)))
+            retries = 1 if attempts > 1 else 0
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(self._batch, kube, pod, cmds, container, retries): pod
+                           for pod, cmds in batches.items()}
+                for done, future in enumerate(as_completed(futures), 1):
+                    pod = futures[future]
+                    outcome = future.result()
+                    for index, cmd_result in zip(owners[pod], outcome.results):
+                        results[index] = interpret(probes[index], cmd_result, timeout_s)
+                    if progress:
+                        passed = sum(r.returncode == 0 for r in outcome.results)
+                        progress(f"[{done}/{len(batches)}] {pod}: {passed}/{len(outcome.results)} probes "
+                                 f"succeeded in {outcome.exec_seconds:.2f}s")
+        return [r for r in results if r is not None]
+
+    run = __call__
+
+
 def run_probes(kube, probes: list[Probe], *, timeout_s: float = 2.0, attempts: int = 1,
                concurrency: int = 32, container: str | None = None,
-               progress: Callable[[str], None] | None = None, parallelism: int = 64,
-               exec_fn: ExecFn = exec_in_pod) -> list[ProbeResult]:
-    """Run ``probes``, one prober exec per source pod; results come back in the order of ``probes``.
+               progress: Callable[[str], None] | None = None,
+               session_factory: SessionFactory = ExecSession) -> list[ProbeResult]:
+    """Run ``probes`` once, one prober exec per source pod; results in the order of ``probes``.
 
-    ``concurrency`` bounds the execs in flight (source pods probed at once),
-    ``parallelism`` the probes running at once inside one pod; ``exec_fn`` is the exec
-    function (tests pass a fake). Probes of every protocol and port mix freely: a whole
-    set of truth tables is one call.
+    ``concurrency`` bounds the source pods probed at once; probes of every protocol and port
+    mix freely (a whole set of truth tables is one call). Several runs on the same pods:
+    use a :class:`ProberPool`, which keeps the probers between runs.
     """
-    if timeout_s <= 0:
-        raise ValueError("timeout_s must be positive")
-    results: list[ProbeResult | None] = [None] * len(probes)
-    batches: dict[str, list[Command]] = {}
-    owners: dict[str, list[int]] = {}
-    for i, probe in enumerate(probes):
-        problem = check_probe(probe)
-        if problem:
-            results[i] = ProbeResult(probe, None, None, 0, problem)
-            continue
-        cmd = Command(probe_argv(probe, timeout_s), timeout_s, max(1, attempts))
-        batches.setdefault(probe.src, []).append(cmd)
-        owners.setdefault(probe.src, []).append(i)
-    outcomes = run_batches(kube, batches, concurrency=concurrency, container=container, parallelism=parallelism,
-                           exec_retries=1 if attempts > 1 else 0, progress=progress, exec_fn=exec_fn,
-                           max_output=300, prober=True)
-    for pod, outcome in outcomes.items():
-        for index, cmd_result in zip(owners[pod], outcome.results):
-            results[index] = interpret(probes[index], cmd_result, timeout_s)
-    return [r for r in results if r is not None]
+    with ProberPool(session_factory=session_factory) as pool:
+        return pool(kube, probes, timeout_s=timeout_s, attempts=attempts, concurrency=concurrency,
+                    container=container, progress=progress)
 
 
-__all__ = ["Probe", "ProbeResult", "Command", "CommandResult", "BatchOutcome", "run_probes", "run_batch",
-           "run_batches", "build_script", "prober_script", "parse_output", "batch_timeout", "probe_argv",
-           "interpret", "PROTOCOLS", "PROBER_SHELL"]
+__all__ = ["Probe", "ProbeResult", "Command", "CommandResult", "BatchOutcome", "ProberPool", "run_probes",
+           "run_batch", "run_batches", "build_script", "serve_script", "parse_output",
+           "batch_timeout", "probe_argv", "interpret", "PROTOCOLS", "PROBER_SHELL"]
