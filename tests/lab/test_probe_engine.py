@@ -38,7 +38,8 @@ def kube(lab):
 
 @pytest.fixture(scope="module")
 def pods(kube):
-    """Two netexec pods per node (HTTP/TCP, UDP, SCTP), NET_RAW for ping: {ref: (ip, node)}."""
+    """Two netexec pods per node (HTTP/TCP, UDP; no SCTP server: a kernel without SCTP makes netexec
+    exit), NET_RAW for ping: {ref: (ip, node)}."""
     nodes = sorted(n.metadata.name for n in kube.core.list_node().items)
     objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": LABELS}}]
     for i in range(2 * len(nodes)):
@@ -48,7 +49,7 @@ def pods(kube):
                                  "terminationGracePeriodSeconds": 0, "automountServiceAccountToken": False,
                                  "containers": [{"name": "main", "image": image_ref("agnhost"),
                                                  "command": ["/agnhost", "netexec", f"--http-port={HTTP}",
-                                                             f"--udp-port={UDP}", f"--sctp-port={SCTP}"],
+                                                             f"--udp-port={UDP}"],
                                                  "securityContext": {"capabilities": {"add": ["NET_RAW"]}},
                                                  "readinessProbe": {"tcpSocket": {"port": HTTP},
                                                                     "periodSeconds": 1}}]}})
@@ -82,9 +83,9 @@ def test_matrix_equals_one_exec_per_probe_for_every_protocol(kube, pods):
                 continue
             ip = pods[d][0]
             probes += [Probe(s, ip, HTTP, "TCP"), Probe(s, ip, CLOSED, "TCP"), Probe(s, ip, UDP, "UDP"),
-                       Probe(s, ip, SCTP, "SCTP"), Probe(s, ip, HTTP, "HTTP", path="/hostname"),
-                       Probe(s, ip, 0, "ICMP")]
-        probes += [Probe(s, "kubernetes.default.svc.cluster.local", 0, "DNS"),
+                       Probe(s, ip, HTTP, "HTTP", path="/hostname"), Probe(s, ip, 0, "ICMP")]
+        # SCTP once per source (it starts agnhost; the lab kernel has no SCTP: both say "skipped")
+        probes += [Probe(s, pods[refs[-1]][0], SCTP, "SCTP"), Probe(s, "kubernetes.default.svc.cluster.local", 0, "DNS"),
                    Probe(s, "no-such-name.invalid", 0, "DNS")]
     started = time.monotonic()
     v2 = run_probes(kube, probes, timeout_s=2.0)
@@ -99,6 +100,7 @@ def test_matrix_equals_one_exec_per_probe_for_every_protocol(kube, pods):
     assert all(r.ok for r in by[("TCP", HTTP)] + by[("UDP", UDP)] + by[("HTTP", HTTP)] + by[("ICMP", 0)])
     assert all(r.ok is False and r.reason == "connection refused" for r in by[("TCP", CLOSED)])
     dns = [r for p, r in zip(probes, v2) if p.protocol == "DNS"]
+    assert len(by[("SCTP", SCTP)]) == 3
     assert [r.ok for r in dns] == [True, False] * 3
     assert all(r.latency_ms is not None and r.latency_ms < 2000 for r in by[("TCP", HTTP)])
     print(f"{len(probes)} probes in {took:.2f}s; SCTP: {by[('SCTP', SCTP)][0].ok} {by[('SCTP', SCTP)][0].reason}")
@@ -126,7 +128,7 @@ def test_closed_port_and_dropped_destination_fail_within_the_timeout(lab, kube, 
             _in_node(lab, node, ["iptables", "-w", "-D", *rule])
     assert closed.ok is False and closed.reason == "connection refused" and closed.latency_ms < 1000
     assert dropped.ok is False and dropped.reason.startswith("timeout"), dropped.reason
-    assert 900 <= dropped.latency_ms <= 2100  # nc's 1 s bound (the kill comes at 2 s)
+    assert 900 <= dropped.latency_ms <= 2100  # nc's 1 s bound (the kill would come at 3 s)
     assert took < 10
 
 

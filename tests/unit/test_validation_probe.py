@@ -222,7 +222,7 @@ def test_script_runs_under_busybox_sh(tmp_path):
     assert parsed.complete, proc.stdout + proc.stderr
     assert parsed.lines[0].returncode == 0 and parsed.lines[0].elapsed_ms is not None
     assert parsed.lines[1].returncode == 1 and parsed.lines[1].attempts == 2
-    assert parsed.lines[2].returncode == 137  # killed by `timeout -s KILL 2`
+    assert parsed.lines[2].returncode == 137  # killed by `timeout -s KILL 3`
     assert parsed.lines[3].output == "two lines\nsecond"
 
 
@@ -271,17 +271,18 @@ def test_long_lived_prober_under_busybox_ash(busybox_only):
     truncation to the tail, and several batches through one session."""
     from cni_runbook.validation.probe import PROBER_SHELL, _Prober
 
-    prober = _Prober(LocalSession(None, "ns", "p", [*PROBER_SHELL, serve_script(max_output=50)], env=busybox_only))
+    prober = _Prober(LocalSession(None, "ns", "p", [*PROBER_SHELL, serve_script(max_output=50)], env=busybox_only),
+                     parallelism=2)  # waves of two: the barriers between them are exercised too
     try:
         cmds = [Command(("busybox", "true"), 1, 1), Command(("busybox", "false"), 1, 2),
                 Command(("busybox", "sleep", "5"), 1, 1),
                 Command(("busybox", "seq", "1", "2"), 1, 1), Command(("busybox", "seq", "1", "500"), 1, 1)]
         started = time.monotonic()
         lines, error = prober.run(cmds, batch_timeout(cmds))
-        assert error == "" and time.monotonic() - started < 4
+        assert error == "" and time.monotonic() - started < 8
         assert lines[0].returncode == 0 and 0 < lines[0].elapsed_ms < 1000
         assert lines[1].returncode == 1 and lines[1].attempts == 2
-        assert lines[2].returncode == 137 and lines[2].elapsed_ms < 3500  # killed by `timeout -s KILL 2`
+        assert lines[2].returncode == 137 and lines[2].elapsed_ms < 4500  # killed by `timeout -s KILL 3`
         assert lines[3].output == "1\n2"
         assert len(lines[4].output) <= 50 and lines[4].output.endswith("499\n500")
         with pytest.raises(ValueError):

@@ -208,9 +208,14 @@ def build_script(commands: Sequence[Command], parallelism: int = 32, max_output:
     return "\n".join(lines) + "\n"
 
 
+#: what a probe command may take beyond its own timeout before it is killed (process start-up:
+#: a 50 MB agnhost under load needs seconds, seen on the lab with 20 of them starting at once)
+KILL_MARGIN_S = 2.0
+
+
 def kill_after(seconds: float) -> str:
     """The whole seconds ``timeout -s KILL`` gets for a command of ``seconds`` (busybox: integers)."""
-    return str(max(1, math.ceil(seconds + 1)))
+    return str(max(1, math.ceil(seconds + KILL_MARGIN_S)))
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -225,7 +230,7 @@ def batch_timeout(commands: Sequence[Command], parallelism: int = 32) -> float:
     total = 0.0
     for start in range(0, len(commands), parallelism):
         wave = commands[start:start + parallelism]
-        total += max(c.attempts * (math.ceil(c.timeout_s + 1) + RETRY_PAUSE_S) for c in wave)
+        total += max(c.attempts * (int(kill_after(c.timeout_s)) + RETRY_PAUSE_S) for c in wave)
     return total + BATCH_OVERHEAD_S
 
 
@@ -583,6 +588,8 @@ echo @@DONE
 END_TAG = "@@E"
 
 SessionFactory = Callable[..., object]
+#: probes running at once in one source pod (later ones wait for the wave before them)
+PARALLELISM = 32
 
 
 def serve_script(max_output: int = 300) -> str:
@@ -593,8 +600,9 @@ def serve_script(max_output: int = 300) -> str:
 class _Prober:
     """One source pod's long-lived prober session (used by one thread at a time)."""
 
-    def __init__(self, session) -> None:
+    def __init__(self, session, parallelism: int = 64) -> None:
         self.session = session
+        self.parallelism = max(1, parallelism)
         self.batches = 0
         self.used = time.monotonic()
 
@@ -605,8 +613,11 @@ class _Prober:
             raise ValueError(f"prober arguments must be single words, got {bad[0]!r}")
         self.batches += 1
         batch = self.batches
-        lines = [f"P {i} {max(1, c.attempts)} {kill_after(c.timeout_s)} {' '.join(c.argv)}"
-                 for i, c in enumerate(commands)]
+        lines = []
+        for i, c in enumerate(commands):
+            if i and i % self.parallelism == 0:
+                lines.append("E 0")  # a wave barrier: wait for the probes started so far
+            lines.append(f"P {i} {max(1, c.attempts)} {kill_after(c.timeout_s)} {' '.join(c.argv)}")
         self.session.write("\n".join([*lines, f"E {batch}", ""]))
         deadline = time.monotonic() + timeout
         text, done, error = "", False, ""
@@ -649,8 +660,9 @@ class ProberPool:
     """
 
     def __init__(self, *, idle_s: float = 120.0, session_factory: SessionFactory = ExecSession,
-                 max_output: int = 300) -> None:
+                 max_output: int = 300, parallelism: int = PARALLELISM) -> None:
         self.idle_s = idle_s
+        self.parallelism = parallelism
         self.session_factory = session_factory
         self.script = serve_script(max_output)
         self.probers: dict[tuple[str, str | None], _Prober] = {}
@@ -677,7 +689,7 @@ class ProberPool:
             return prober
         namespace, name = _split_pod(pod)
         session = self.session_factory(kube, namespace, name, [*PROBER_SHELL, self.script], container=container)
-        prober = _Prober(session)
+        prober = _Prober(session, self.parallelism)
         with self.lock:
             self.probers[key] = prober
             self.opened += 1
@@ -709,7 +721,8 @@ class ProberPool:
             execs += 1
             try:
                 prober = self._get(kube, pod, container)
-                found, error = prober.run([commands[i] for i in todo], batch_timeout([commands[i] for i in todo], 64))
+                sub = [commands[i] for i in todo]
+                found, error = prober.run(sub, batch_timeout(sub, self.parallelism))
             except Exception as exc:  # noqa: BLE001 - an API error of one pod must not sink the others
                 error = f"exec error: {_short_api_error(exc)}"
                 self._drop(pod, container)

@@ -369,6 +369,7 @@ class Stream:
             ready.wait(max(0.0, deadline - time.monotonic()))
             if not ready.is_set():
                 self.errors.setdefault(src, f"no probe round started within {self.start_timeout_s:g}s")
+        self.started = time.time()  # every prober runs from here on: exec start-up is not a gap
         self.say(f"streaming {len(self.probes)} pairs from {len(groups)} pods every "
                  f"{self.interval_s * 1000:.0f} ms" + (f" ({len(self.errors)} pods failed)" if self.errors else ""))
         return self
@@ -388,7 +389,7 @@ class Stream:
             except Exception as exc:  # noqa: BLE001 - the session may already be gone
                 self.errors.setdefault(src, f"stop: {exc}")
         for t in self._threads:
-            t.join(self.timeout_s + 10)
+            t.join(self.timeout_s + 20)
         for session in self._sessions.values():
             try:
                 session.close()
@@ -399,7 +400,7 @@ class Stream:
     def result(self) -> StreamResult:
         stopped = self.stopped or time.time()
         with self._lock:
-            samples = [s for s in self.samples if s.sent <= stopped]
+            samples = [s for s in self.samples if self.started <= s.sent <= stopped]
         return build_result(self.probes, samples, self.interval_s, self.started, stopped, self.nodes, self.marks,
                             self.errors)
 
@@ -425,7 +426,7 @@ class Stream:
         try:
             while not done:
                 if self._stopping.is_set() and hard_stop is None:
-                    hard_stop = time.monotonic() + self.timeout_s + 5
+                    hard_stop = time.monotonic() + self.timeout_s + 15
                 if hard_stop is not None and time.monotonic() > hard_stop:
                     self.errors.setdefault(src, "stream did not end after STOP")
                     break
