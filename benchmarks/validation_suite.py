@@ -124,12 +124,11 @@ def bench_suite(kube: Kube) -> None:
 def bench_policy(kube: Kube) -> None:
     from cni_runbook.params.schema import Params
     from cni_runbook.policy import verify
-    from cni_runbook.policy.workloads import probe_image
 
     params = Params(policy={"scenarios": ["all"], "enforcement_timeout_s": 45})
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        run = verify.run(kube, params.policy, probe_image(params), Path(tmp))
+        run = verify.run(kube, params.policy, image_ref("agnhost"), Path(tmp))
     wall = time.monotonic() - started
     probes = sum(r.probes_run for r in [run.baseline, *run.results] if r is not None)
     print(f"stage 04 policy part: {wall:.1f}s wall; {run.summary}; {probes} probes  "

@@ -430,7 +430,17 @@ class Verifier:
         return self.probe_all({(port, protocol): cells}).get((port, protocol), {})
 
     def probe_all(self, wanted: Mapping[PortProto, Sequence[Cell]]) -> dict[PortProto, dict[Cell, bool | None]]:
-        """Observed reachability of the cells of every port/protocol, probed in ONE pass."""
+        """Observed reachability of the cells of every port/protocol. One engine call per protocol:
+        agnhost probes (UDP) in the same burst as the TCP ones were killed for slow start-up on a
+        loaded lab (issue 13); TCP ports share a call."""
+        by_proto: dict[str, dict[PortProto, Sequence[Cell]]] = {}
+        for pp, cells in wanted.items():
+            by_proto.setdefault(pp[1].upper(), {})[pp] = cells
+        if len(by_proto) > 1:
+            out: dict[PortProto, dict[Cell, bool | None]] = {}
+            for part in by_proto.values():
+                out.update(self.probe_all(part))
+            return out
         keys = [(pp, cell) for pp, cells in wanted.items() for cell in cells]
         if not keys:
             return {}

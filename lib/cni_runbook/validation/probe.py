@@ -194,7 +194,7 @@ def _launch_lines(commands: Sequence[Command], parallelism: int) -> list[str]:
     lines = []
     for index, cmd in enumerate(commands):
         argv = " ".join(shlex.quote(a) for a in cmd.argv)
-        lines.append(f"p {index} {max(1, cmd.attempts)} {kill_after(cmd.timeout_s)} {argv} &")
+        lines.append(f"p {index} {max(1, cmd.attempts)} {kill_after(cmd.timeout_s, cmd.argv)} {argv} &")
         if (index + 1) % parallelism == 0:
             lines.append("wait")
     lines.append("wait")
@@ -211,11 +211,15 @@ def build_script(commands: Sequence[Command], parallelism: int = 32, max_output:
 #: what a probe command may take beyond its own timeout before it is killed (process start-up:
 #: a 50 MB agnhost under load needs seconds, seen on the lab with 20 of them starting at once)
 KILL_MARGIN_S = 2.0
+#: the same for agnhost (UDP, SCTP, TCP to names): a burst of 50 MB Go processes starting at once
+#: on a loaded node took over 3 s on the lab (stage 04 probes 16 per pod at once)
+AGNHOST_KILL_MARGIN_S = 10.0
 
 
-def kill_after(seconds: float) -> str:
+def kill_after(seconds: float, argv: Sequence[str] = ()) -> str:
     """The whole seconds ``timeout -s KILL`` gets for a command of ``seconds`` (busybox: integers)."""
-    return str(max(1, math.ceil(seconds + KILL_MARGIN_S)))
+    margin = AGNHOST_KILL_MARGIN_S if argv and argv[0] == "/agnhost" else KILL_MARGIN_S
+    return str(max(1, math.ceil(seconds + margin)))
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -230,7 +234,7 @@ def batch_timeout(commands: Sequence[Command], parallelism: int = 32) -> float:
     total = 0.0
     for start in range(0, len(commands), parallelism):
         wave = commands[start:start + parallelism]
-        total += max(c.attempts * (int(kill_after(c.timeout_s)) + RETRY_PAUSE_S) for c in wave)
+        total += max(c.attempts * (int(kill_after(c.timeout_s, c.argv)) + RETRY_PAUSE_S) for c in wave)
     return total + BATCH_OVERHEAD_S
 
 
@@ -590,6 +594,13 @@ END_TAG = "@@E"
 SessionFactory = Callable[..., object]
 #: probes running at once in one source pod (later ones wait for the wave before them)
 PARALLELISM = 32
+#: agnhost probes (UDP, SCTP, TCP to a name) at once in one pod: each starts a 50 MB Go binary,
+#: and 16 per pod in nine pods at once overran even a 10 s kill margin on a loaded lab
+HEAVY_PARALLELISM = 4
+
+
+def _heavy(command: Command) -> bool:
+    return bool(command.argv) and command.argv[0] == "/agnhost"
 
 
 def serve_script(max_output: int = 300) -> str:
@@ -614,10 +625,15 @@ class _Prober:
         self.batches += 1
         batch = self.batches
         lines = []
-        for i, c in enumerate(commands):
-            if i and i % self.parallelism == 0:
-                lines.append("E 0")  # a wave barrier: wait for the probes started so far
-            lines.append(f"P {i} {max(1, c.attempts)} {kill_after(c.timeout_s)} {' '.join(c.argv)}")
+        light = [i for i, c in enumerate(commands) if not _heavy(c)]
+        heavy = [i for i, c in enumerate(commands) if _heavy(c)]
+        # waves: light probes `parallelism` at once, then agnhost ones HEAVY_PARALLELISM at once
+        for order, (group, width) in enumerate(((light, self.parallelism), (heavy, HEAVY_PARALLELISM))):
+            for n, i in enumerate(group):
+                if (n and n % width == 0) or (order and n == 0 and light):
+                    lines.append("E 0")  # a wave barrier: wait for the probes started so far
+                c = commands[i]
+                lines.append(f"P {i} {max(1, c.attempts)} {kill_after(c.timeout_s, c.argv)} {' '.join(c.argv)}")
         self.session.write("\n".join([*lines, f"E {batch}", ""]))
         deadline = time.monotonic() + timeout
         text, done, error = "", False, ""
@@ -722,7 +738,9 @@ class ProberPool:
             try:
                 prober = self._get(kube, pod, container)
                 sub = [commands[i] for i in todo]
-                found, error = prober.run(sub, batch_timeout(sub, self.parallelism))
+                limit = (batch_timeout([c for c in sub if not _heavy(c)], self.parallelism)
+                         + batch_timeout([c for c in sub if _heavy(c)], HEAVY_PARALLELISM))
+                found, error = prober.run(sub, limit)
             except Exception as exc:  # noqa: BLE001 - an API error of one pod must not sink the others
                 error = f"exec error: {_short_api_error(exc)}"
                 self._drop(pod, container)

@@ -99,8 +99,8 @@ def stream_script(argvs: Sequence[Sequence[str]], interval_s: float, timeout_s: 
     """The in-pod loop probing ``argvs`` (one per pair of this source pod) every ``interval_s``."""
     if interval_s <= 0 or max_s <= 0:
         raise ValueError("interval_s and max_s must be positive")
-    kill = kill_after(timeout_s)
-    body = [f"  s \"$1\" {i} {kill} {' '.join(shlex.quote(a) for a in argv)} &" for i, argv in enumerate(argvs)]
+    body = [f"  s \"$1\" {i} {kill_after(timeout_s, argv)} {' '.join(shlex.quote(a) for a in argv)} &"
+            for i, argv in enumerate(argvs)]
     parts = [ASH_PRELUDE.split("p() {")[0] % {"maxout": max_output, "pause": 0}, _SAMPLER,
              "round() {\n" + "\n".join(body or ["  :"]) + "\n}\n",
              _LOOP % {"interval_us": round(interval_s * 1e6), "max_us": round(max_s * 1e6)}]
