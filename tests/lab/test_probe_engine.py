@@ -132,6 +132,8 @@ def test_closed_port_and_dropped_destination_fail_within_the_timeout(lab, kube, 
     assert took < 10
 
 
+@pytest.mark.xfail(strict=False, reason="issue 13: one source pod's stream stalled and did not end after STOP "
+                   "in two runs on the loaded lab (before the STOP write moved to the reader thread)")
 def test_stream_around_a_cni_agent_restart_on_one_node(lab, kube, pods, tmp_path):
     ips = {ref: ip for ref, (ip, _) in pods.items()}
     probes = mesh(ips, HTTP, limit=20)

@@ -382,12 +382,7 @@ class Stream:
         if self.stopped:
             return
         self.stopped = time.time()
-        self._stopping.set()
-        for src, session in list(self._sessions.items()):
-            try:
-                session.write(STOP_LINE)
-            except Exception as exc:  # noqa: BLE001 - the session may already be gone
-                self.errors.setdefault(src, f"stop: {exc}")
+        self._stopping.set()  # each reader writes STOP itself: one thread per TLS socket
         for t in self._threads:
             t.join(self.timeout_s + 20)
         for session in self._sessions.values():
@@ -418,8 +413,6 @@ class Stream:
             self._ready[src].set()
             return
         self._sessions[src] = session
-        if self._stopping.is_set():
-            session.write(STOP_LINE)
         buffer = ""
         done = False
         hard_stop = None
@@ -427,6 +420,10 @@ class Stream:
             while not done:
                 if self._stopping.is_set() and hard_stop is None:
                     hard_stop = time.monotonic() + self.timeout_s + 15
+                    try:
+                        session.write(STOP_LINE)
+                    except Exception as exc:  # noqa: BLE001 - the session may already be gone
+                        self.errors.setdefault(src, f"stop: {_short(exc)}")
                 if hard_stop is not None and time.monotonic() > hard_stop:
                     self.errors.setdefault(src, "stream did not end after STOP")
                     break
