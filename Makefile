@@ -8,13 +8,14 @@ PY      := $(VENV)/bin/python
 PARAMS  ?= params/lab.yaml
 KERNEL  := $(VENV)/share/jupyter/kernels/cni-runbook/kernel.json
 
-# Debian packages the lab runs on (the Kubernetes binaries are built from Go modules).
+# Debian packages the lab runs on (the Kubernetes binaries are built from Go modules), and
+# chromium for the real-browser test (tests/browser: Playwright drives Debian's chromium).
 LAB_PACKAGES := containerd runc containernetworking-plugins iperf3 openssh-server openssh-client \
                 iptables ipset conntrack docker-registry busybox-static iproute2 util-linux mount \
-                procps kmod python3-venv make
+                procps kmod python3-venv make chromium
 # command whose absence means its package is missing
 LAB_COMMANDS := containerd runc /usr/lib/cni/bridge iperf3 /usr/sbin/sshd ssh-keygen iptables-legacy \
-                ipset conntrack docker-registry /bin/busybox ip nsenter
+                ipset conntrack docker-registry /bin/busybox ip nsenter /usr/bin/chromium
 
 .PHONY: run plan test venv kernel system lab-build
 
