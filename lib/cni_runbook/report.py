@@ -22,7 +22,7 @@ from . import audit, display, history
 
 REPORT = "report.html"
 _HIDDEN_TAGS = {"parameters", "injected-parameters", "papermill-error-cell-tag"}
-AREAS = ("preflight", "install", "connectivity", "performance", "policy", "QoS")
+AREAS = ("preflight", "install", "connectivity", "performance", "policy", "QoS")  # + lifecycle when 05 ran
 
 _BADGE = {"passed": "#1e7e34", "failed": "#bd2130", "planned": "#1f5f9e", "skipped": "#6c757d",
           "not run": "#6c757d", "not measured": "#6c757d", "running": "#b8860b"}
@@ -115,6 +115,8 @@ def area_verdicts(run_dir: Path, record: dict[str, Any]) -> dict[str, tuple[str,
             out[area] = ("not measured", "qos.enabled is false")
         else:
             out[area] = stage(stage_id) if stage_id in latest else ("not run", "")
+    if "05_cni_lifecycle" in record["selected"]:
+        out["lifecycle"] = stage("05_cni_lifecycle")
     return out
 
 
