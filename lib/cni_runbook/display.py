@@ -305,7 +305,7 @@ def status_matrix(matrix: pd.DataFrame, colours: dict[str, str], caption: str | 
     """A categorical matrix (e.g. node x preflight check -> pass/warn/fail) with a colour per value.
 
     Checks are rows and nodes columns, so a long list of checks stays readable. Batch logs get
-    only the rows with a cell other than ``ok``.
+    only the rows with a cell other than ``ok`` (or ``n/a``).
     """
     shown = matrix.T
     styler = shown.style.map(lambda v: f"background-color: {colours.get(str(v), '#ffffff')}; text-align: center")
@@ -313,7 +313,7 @@ def status_matrix(matrix: pd.DataFrame, colours: dict[str, str], caption: str | 
     if shown.empty:
         text = f"{caption}: (none)" if caption else "(none)"
     else:
-        bad = shown[(shown != ok).any(axis=1)]
+        bad = shown[(~shown.isin([ok, "n/a"])).any(axis=1)]
         head = caption or "matrix"
         if bad.empty:
             text = f"{head}: every cell {ok} ({shown.shape[0]} x {shown.shape[1]})"

@@ -156,10 +156,22 @@ def _kernel_manager_class():
     """Kernels on Unix domain sockets (ipc): no TCP port, so no "Kernel is running over TCP
     without encryption" warning in every stage's log, and no port another process can reach."""
     from jupyter_client.manager import AsyncKernelManager
-    from traitlets import CaselessStrEnum
+    from traitlets import CaselessStrEnum, default
 
     class IPCKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        @default("ip")
+        def _private_socket_prefix(self) -> str:
+            # the sockets of this kernel only, in a private folder (jupyter_client's default is a
+            # path relative to the kernel's cwd, shared by every kernel started there at once)
+            self._socket_dir = tempfile.mkdtemp(prefix="cni-runbook-kernel-")
+            return str(Path(self._socket_dir) / "kernel")
+
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart=restart)
+            if not restart and getattr(self, "_socket_dir", None):
+                shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     return IPCKernelManager
 
