@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -98,8 +99,34 @@ class _Quiet(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if record.name.startswith("papermill"):
-            return bool(message.strip()) and not message.startswith(_PAPERMILL_CHATTER)
+            return bool(console_lines(message)) and not message.startswith(_PAPERMILL_CHATTER)
         return True
+
+
+_STEP = re.compile(r"^\[(\d+)/(\d+)\] ")
+_COUNT = re.compile(r"(?<![\d./])(\d+)/(\d+)(?![\d./])")  # 3/14, not 10.0.0.0/24
+_TROUBLE = re.compile(r"(?i)fail|error|timed? ?out|refused|denied|unreachable|not |warn")
+
+
+def _intermediate(line: str) -> bool:
+    """A progress line that a later one supersedes (``[3/12] Pod x/c: created``, ``pods ...: 5/14
+    Running+Ready``) and that says nothing went wrong."""
+    if _TROUBLE.search(line):
+        return False
+    step = _STEP.match(line)
+    rest = line[step.end():] if step else line
+    counts = [(int(a), int(b)) for a, b in _COUNT.findall(rest)]
+    if any(a < b for a, b in counts) and step is not None:
+        return False  # "[2/6] pod: 3/4 commands succeeded": a partial result, keep it
+    if step is not None:
+        return int(step.group(1)) < int(step.group(2))
+    return bool(counts) and counts[0][0] < counts[0][1]
+
+
+def console_lines(message: str) -> list[str]:
+    """Notebook output as the console shows it: blank lines and superseded progress lines
+    dropped (run.log keeps every line)."""
+    return [line for line in message.rstrip("\n").splitlines() if line.strip() and not _intermediate(line)]
 
 
 class _ConsoleFormat(logging.Formatter):
@@ -110,7 +137,7 @@ class _ConsoleFormat(logging.Formatter):
         stamp = self.formatTime(record, "%H:%M:%S")
         lines = record.getMessage().rstrip("\n").splitlines() or [""]
         if record.name.startswith("papermill"):
-            return "\n".join(f"         {line}".rstrip() for line in lines)
+            return "\n".join(f"         {line}".rstrip() for line in console_lines(record.getMessage()))
         level = "" if record.levelno < logging.WARNING else f"{record.levelname}: "
         pad = " " * (len(stamp) + 1)
         return "\n".join([f"{stamp} {level}{lines[0]}"] + [f"{pad}{line}".rstrip() for line in lines[1:]])

@@ -114,3 +114,15 @@ def test_resume_refuses_a_tampered_run_or_changed_params(tmp_path, nbs, kit):
 def test_unknown_kernel_is_a_user_error():
     with pytest.raises(RunbookError, match="kernel 'no-such-kernel' is not installed"):
         runner.resolve_kernel("no-such-kernel")
+
+
+def test_console_drops_superseded_progress_but_keeps_anything_that_went_wrong():
+    from cni_runbook.runner import console_lines
+
+    out = console_lines("pods ns/app: 3/14 Running+Ready\npods ns/app: 14/14 Running+Ready\n\n"
+                        "[1/12] Pod x/a: created\n[12/12] Pod z/c: created\n"
+                        "[2/6] ns/client-a: 3/4 commands succeeded\nDaemonSet x: 1/3 ready, timed out\n"
+                        "hosts lab instance 6 (10.99.6.0/24) up")
+    assert out == ["pods ns/app: 14/14 Running+Ready", "[12/12] Pod z/c: created",
+                   "[2/6] ns/client-a: 3/4 commands succeeded", "DaemonSet x: 1/3 ready, timed out",
+                   "hosts lab instance 6 (10.99.6.0/24) up"]
