@@ -398,7 +398,7 @@ def plot_throughput(perf: pd.DataFrame | list[dict[str, Any]], tolerance_pct: fl
                      label="pod network" if i == 0 else None)
         _bar_labels(ax, pod)
         if "host" in values:
-            host = ax.bar(i + width / 2, values["host"], width, color="#9d9d9d", label="host network" if i == 0 else None)
+            host = ax.bar(i + width / 2, values["host"], width, color="#9d9d9d", label="host network")
             _bar_labels(ax, host)
             floor = values["host"] * (1 - tolerance_pct / 100.0)
             ax.hlines(floor, i - width, i + width, colors="#e45756", linestyles="--",

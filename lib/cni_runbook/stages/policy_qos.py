@@ -149,6 +149,9 @@ class PolicyQosStage(Stage):
                  View(run.summary if not run.error else run.error, verify.summary_frame(run.results),
                       section="policy")]
         if run.results:
+            views.append(View("enforcement", display.plot_enforcement(verify.summary_frame(run.results)), "object",
+                              "policy"))
+        if run.results:
             views.append(View("share", display.heatmap(verify.correct_share(run.results),
                                                        caption="share of pairs as expected (1.0 = all)"),
                               "object", "matrices"))
@@ -168,7 +171,9 @@ class PolicyQosStage(Stage):
         else:
             views += [View("iperf3 measurements", self.bandwidth_run.measurements(), section="qos"),
                       View(bandwidth.summarize(self.bandwidth_run.checks), [c.row() for c in self.bandwidth_run.checks],
-                           section="qos")]
+                           section="qos"),
+                      View("bandwidth", display.plot_bandwidth([c.row() for c in self.bandwidth_run.checks]), "object",
+                           "qos")]
         if self.cni_audit is not None:
             views.append(View(audit.audit_check(self.cni_audit)["message"], self.cni_audit, section="audit"))
         return views

@@ -85,10 +85,10 @@ class ValidationStage(Stage):
         ctx.write_artifact("results.csv", self.run.frame)
         ctx.write_artifact("topology.json", self.run.topology)
         print(self.run.summary, "|", self.run.timing_line(), "|", self.run.cleanup)
-        return self.outcome(self.run)
+        return self.outcome(self.run, self.cfg)
 
     @staticmethod
-    def outcome(run: results.SuiteResult) -> Outcome:
+    def outcome(run: results.SuiteResult, cfg: suite.SuiteConfig | None = None) -> Outcome:
         """The outcome of a suite run (no cluster needed): the suite's status, one check per test, views."""
         frame = run.frame
         views = [View(results.summary_line(frame), results.family_table(frame), section="results")]
@@ -101,5 +101,10 @@ class ValidationStage(Stage):
         if len(perf):
             views.append(View("performance", perf[["test", "src_pod", "target", "result", "value", "unit", "reason"]],
                               section="failures"))
+            pc = cfg.perf_config if cfg is not None else None
+            views += [View("throughput", display.plot_throughput(perf, pc.tolerance_pct if pc else 30.0,
+                                                                 pc.min_throughput_mbps if pc else None),
+                           "object", "failures"),
+                      View("latency", display.plot_latency(perf, pc.max_rtt_ms if pc else None), "object", "failures")]
         return Outcome(Status.of(run.status), results.summary_line(frame), results.checks(frame),
                        {**run.counts, "timings": run.timings, "cleanup": run.cleanup}, views)
