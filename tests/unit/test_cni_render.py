@@ -33,8 +33,8 @@ spec:
 
 
 def test_profiles_registry():
-    assert sorted(PROFILES) == ["antrea", "generic", "lab"]
-    with pytest.raises(SettingsError, match=r"unknown profile 'antera', expected one of antrea, generic, lab; did you mean 'antrea'\?"):
+    assert sorted(PROFILES) == ["antrea", "flannel", "generic", "lab"]
+    with pytest.raises(SettingsError, match=r"unknown profile .antera., expected one of antrea, lab, flannel, generic; did you mean .antrea.\?"):
         get_renderer("antera")
 
 

@@ -90,7 +90,7 @@ def test_cache_dir_respects_xdg(monkeypatch, tmp_path):
 
 
 def test_every_lab_image_has_a_repo_in_the_lab_namespace():
-    assert set(images._REPOS) == set(images.IMAGE_NAMES)
+    assert set(images._REPOS) == set(images.ALL_IMAGE_NAMES)
     assert images.image_ref("pause") == "registry.cnilab.local:5000/pause:3.10.1"
     assert images.image_ref("coredns") == "registry.cnilab.local:5000/coredns/coredns:v1.12.4"
     assert images.image_ref("kube-router") == "registry.cnilab.local:5000/cnilab/kube-router:v2.1.0"

@@ -93,9 +93,7 @@ def obtain_source(cni, artifacts: Path, *, timeout: float = 60.0):
     if src.kind == "manifest-url":
         filename = "antrea.yml" if cni.profile == "antrea" else None
         return sources.fetch_url(src.url, artifacts, filename=filename, version=cni.version, timeout=timeout)
-    helm = src.helm
-    return sources.helm_repo_chart(helm.repository_url, helm.chart, artifacts, version=helm.version,
-                                   values=helm.values, timeout=timeout)
+    return sources.helm_chart(src.helm, artifacts, timeout=timeout)
 
 
 def source_manifest(record, cni, *, helm: str | None = None) -> Manifest:
@@ -115,14 +113,14 @@ def source_manifest(record, cni, *, helm: str | None = None) -> Manifest:
     return Manifest(manifest.text, f"{record.origin} (helm template)")
 
 
-def render(cni, manifest: Manifest, *, kube_proxy_remove: bool = False, where: str = "cni") -> RenderedManifest:
-    """Render ``manifest`` with the profile of ``cni`` (config keys, image pinning and mirror)."""
+def render(cni, manifest: Manifest, *, kube_proxy_remove: bool = False, pod_network: str | None = None,
+           where: str = "cni") -> RenderedManifest:
+    """Render ``manifest`` with the profile of ``cni`` (config keys, image pinning and mirror,
+    flannel's Network from ``pod_network``)."""
     from .profiles import render as render_profile
+    from .profiles import render_options
 
-    options: dict[str, Any] = {"image_registry": cni.image_registry, "settings": dict(cni.config or {}),
-                               "where": f"{where}.config"}
-    if cni.profile == "antrea":
-        options.update(version=cni.version, kube_proxy_remove=kube_proxy_remove)
+    options = render_options(cni, kube_proxy_remove=kube_proxy_remove, pod_network=pod_network, where=where)
     return render_profile(cni.profile, manifest, **options)
 
 
@@ -131,6 +129,7 @@ def prepare(
     artifacts: str | Path,
     *,
     kube_proxy_remove: bool = False,
+    pod_network: str | None = None,
     existing_namespaces: Iterable[str] = DEFAULT_EXISTING_NAMESPACES,
     known_api_groups: Iterable[str] = (),
     helm: str | None = None,
@@ -146,7 +145,7 @@ def prepare(
     artifacts = Path(artifacts)
     record = obtain_source(cni, artifacts, timeout=timeout)
     manifest = source_manifest(record, cni, helm=helm)
-    rendered = render(cni, manifest, kube_proxy_remove=kube_proxy_remove)
+    rendered = render(cni, manifest, kube_proxy_remove=kube_proxy_remove, pod_network=pod_network)
     objects = ordered_objects(rendered.rendered, existing_namespaces=existing_namespaces,
                               known_api_groups=known_api_groups, default_namespace=cni.namespace)
     path = artifacts / RENDERED_NAME

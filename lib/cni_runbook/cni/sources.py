@@ -2,8 +2,11 @@
 
 Sources: a manifest URL (Antrea's default: the release asset ``antrea.yml`` of the chosen
 version), a local manifest file, a chart from a Helm repository (``index.yaml`` + the chart
-archive, whose digest from the index is checked) or a local chart directory (packed into a
-reproducible ``.tgz``). An air-gapped site points at a local file or at a mirror URL.
+archive, whose digest from the index is checked; a private CA with ``ca_file``), a chart in an
+OCI registry (``helm pull``, over plain HTTP with ``plain_http`` or with a ``ca_file``), or a
+local chart: a directory (packed into a reproducible ``.tgz``) or a packed ``.tgz``. An
+air-gapped site points at a local file, a local chart, or its mirror; :func:`helm_chart` picks
+the route from the params' ``cni.source.helm``.
 
 Every source is stored under ``<artifacts_dir>/`` as ``<name>`` with two sidecars:
 ``<name>.sha256`` (``sha256sum -c`` format) and ``<name>.source.json`` (the
@@ -22,6 +25,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import tarfile
 import tempfile
 import urllib.error
@@ -110,14 +114,28 @@ def _safe_name(name: str, origin: str) -> str:
     return name
 
 
-def _download(url: str, target: Path, *, timeout: float, max_bytes: int) -> None:
-    """Download ``url`` to ``target`` (http/https/file only), refusing more than ``max_bytes``."""
+def _tls_context(ca_file: str | Path | None) -> ssl.SSLContext | None:
+    if ca_file is None:
+        return None
+    if not Path(ca_file).is_file():
+        raise SourceError(f"{ca_file}: CA file not found (cni.source.helm.ca_file)")
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except ssl.SSLError as exc:
+        raise SourceError(f"{ca_file}: not a PEM CA bundle: {exc}") from exc
+
+
+def _download(url: str, target: Path, *, timeout: float, max_bytes: int, ca_file: str | Path | None = None) -> None:
+    """Download ``url`` to ``target`` (http/https/file only), refusing more than ``max_bytes``;
+    ``ca_file`` verifies an https server against that CA bundle."""
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https", "file"):
         raise SourceError(f"{url}: unsupported URL scheme {scheme!r} (expected http, https or file)")
     request = urllib.request.Request(url, headers={"User-Agent": "cni-runbook"})
+    context = _tls_context(ca_file)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response, open(target, "wb") as out:  # noqa: S310 - scheme checked
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response, \
+                open(target, "wb") as out:  # noqa: S310 - scheme checked
             size = 0
             while chunk := response.read(1 << 16):
                 size += len(chunk)
@@ -208,23 +226,26 @@ def helm_repo_chart(
     version: str | None = None,
     values: Mapping[str, Any] | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
+    ca_file: str | Path | None = None,
+    plain_http: bool = False,
 ) -> SourceRecord:
     """Download ``chart`` (``version``, default the newest) from a Helm repository.
 
     Reads ``<repository_url>/index.yaml``, downloads the chart archive it lists and checks the
     archive against the index's ``digest``. ``values`` are stored beside it as
-    ``<chart>-<version>-values.yaml``. ``oci://`` registries need the helm client: use
-    :func:`helm_pull_oci`.
+    ``<chart>-<version>-values.yaml``. ``oci://`` registries need the helm client
+    (:func:`helm_pull_oci`, which takes ``plain_http``); ``ca_file`` verifies either kind.
     """
     if repository_url.startswith("oci://"):
-        return helm_pull_oci(repository_url, chart, artifacts_dir, version=version, values=values, timeout=timeout)
+        return helm_pull_oci(repository_url, chart, artifacts_dir, version=version, values=values, timeout=timeout,
+                             ca_file=ca_file, plain_http=plain_http)
     artifacts_dir = Path(artifacts_dir)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     base = repository_url.rstrip("/") + "/"
     index_url = urllib.parse.urljoin(base, "index.yaml")
     with tempfile.TemporaryDirectory(dir=artifacts_dir) as tmp:
         index_path = Path(tmp) / "index.yaml"
-        _download(index_url, index_path, timeout=timeout, max_bytes=MAX_DOWNLOAD_BYTES)
+        _download(index_url, index_path, timeout=timeout, max_bytes=MAX_DOWNLOAD_BYTES, ca_file=ca_file)
         try:
             index = yaml.safe_load(index_path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
@@ -251,7 +272,7 @@ def helm_repo_chart(
     handle, tmp_file = tempfile.mkstemp(prefix=".tmp-", dir=artifacts_dir)
     os.close(handle)
     try:
-        _download(chart_url, Path(tmp_file), timeout=timeout, max_bytes=MAX_DOWNLOAD_BYTES)
+        _download(chart_url, Path(tmp_file), timeout=timeout, max_bytes=MAX_DOWNLOAD_BYTES, ca_file=ca_file)
         details = {"repository_url": repository_url, "chart": chart, "version": chart_version, "chart_url": chart_url,
                    "values_file": _write_values(artifacts_dir, name[: -len(".tgz")], values)}
         return _store(Path(tmp_file), artifacts_dir, name, kind="helm-repo", origin=chart_url,
@@ -261,31 +282,104 @@ def helm_repo_chart(
 
 
 def helm_pull_oci(repository_url: str, chart: str, artifacts_dir: str | Path, *, version: str | None = None,
-                  values: Mapping[str, Any] | None = None, timeout: float = DEFAULT_TIMEOUT_S, helm: str = "helm") -> SourceRecord:
-    """Pull a chart from an OCI registry with ``helm pull`` (the helm client must be on PATH)."""
+                  values: Mapping[str, Any] | None = None, timeout: float = DEFAULT_TIMEOUT_S, helm: str | None = None,
+                  ca_file: str | Path | None = None, plain_http: bool = False) -> SourceRecord:
+    """Pull a chart from an OCI registry with ``helm pull`` (the helm client must be on PATH).
+
+    ``plain_http``: the registry speaks plain HTTP (an air-gapped mirror without TLS; without it
+    helm fails with "http: server gave HTTP response to HTTPS client"). ``ca_file``: the CA
+    bundle that signs the registry's certificate.
+    """
     import subprocess
 
-    if shutil.which(helm) is None:
-        raise SourceError(f"{repository_url}: OCI chart repositories need the helm client ({helm!r} not on PATH); "
-                          "or give an https:// repository or a local chart")
+    from .helm import helm_binary
+
+    binary = helm_binary(helm)
+    if ca_file is not None and not Path(ca_file).is_file():
+        raise SourceError(f"{ca_file}: CA file not found (cni.source.helm.ca_file)")
     artifacts_dir = Path(artifacts_dir)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     ref = f"{repository_url.rstrip('/')}/{chart}"
     with tempfile.TemporaryDirectory(dir=artifacts_dir) as tmp:
-        command = [helm, "pull", ref, "--destination", tmp] + (["--version", version] if version else [])
+        command = [binary, "pull", ref, "--destination", tmp] + (["--version", version] if version else [])
+        command += (["--plain-http"] if plain_http else []) + (["--ca-file", str(ca_file)] if ca_file else [])
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False,
+                                  env=_helm_env(tmp))
         except subprocess.TimeoutExpired as exc:
             raise SourceError(f"{ref}: helm pull took more than {timeout:g} s") from exc
         if done.returncode != 0:
-            raise SourceError(f"{ref}: helm pull failed: {done.stderr.strip() or done.stdout.strip()}")
+            message = done.stderr.strip() or done.stdout.strip()
+            hint = ("; the registry speaks plain HTTP: set cni.source.helm.plain_http: true"
+                    if "server gave HTTP response to HTTPS client" in message else "")
+            raise SourceError(f"{ref}: helm pull failed: {message}{hint}")
         archives = list(Path(tmp).glob("*.tgz"))
         if len(archives) != 1:
             raise SourceError(f"{ref}: helm pull produced {len(archives)} archives, expected 1")
         archive = archives[0]
-        details = {"repository_url": repository_url, "chart": chart, "version": version,
+        name, chart_version = _archive_chart(archive)
+        details = {"repository_url": repository_url, "chart": name, "version": chart_version,
+                   "plain_http": plain_http, "ca_file": str(ca_file) if ca_file else None,
                    "values_file": _write_values(artifacts_dir, archive.stem, values)}
         return _store(archive, artifacts_dir, archive.name, kind="helm-repo", origin=ref, expected_sha256=None, details=details)
+
+
+def _helm_env(tmp: str | Path) -> dict[str, str]:
+    """helm's environment with its registry config and caches in a private folder (no login state leaks in)."""
+    tmp = Path(tmp)
+    return {**os.environ, "HELM_REGISTRY_CONFIG": str(tmp / ".helm-registry.json"),
+            "HELM_CACHE_HOME": str(tmp / ".helm-cache"), "HELM_CONFIG_HOME": str(tmp / ".helm-config"),
+            "HELM_DATA_HOME": str(tmp / ".helm-data")}
+
+
+def _archive_chart(archive: Path) -> tuple[str, str]:
+    """(name, version) from ``<chart>/Chart.yaml`` inside a packed chart; SourceError otherwise."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            member = next((m for m in tar.getmembers() if m.isfile() and m.name.count("/") == 1
+                           and m.name.endswith("/Chart.yaml")), None)
+            if member is None:
+                raise SourceError(f"{archive}: not a packed Helm chart (no <chart>/Chart.yaml inside)")
+            meta = yaml.safe_load(tar.extractfile(member).read().decode("utf-8")) or {}
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise SourceError(f"{archive}: not a gzip tar archive ({exc})") from exc
+    except yaml.YAMLError as exc:
+        raise SourceError(f"{archive}: Chart.yaml is not valid YAML: {exc}") from exc
+    missing = [k for k in ("name", "version") if not meta.get(k)]
+    if missing:
+        raise SourceError(f"{archive}: Chart.yaml lacks {', '.join(missing)}")
+    return str(meta["name"]), str(meta["version"])
+
+
+def helm_chart_archive(archive: str | Path, artifacts_dir: str | Path, *,
+                       values: Mapping[str, Any] | None = None) -> SourceRecord:
+    """A packed local chart (``.tgz``, as ``helm package`` or ``helm pull`` leave it), stored as is."""
+    archive = Path(archive)
+    if not archive.is_file():
+        raise SourceError(f"{archive}: no such chart archive")
+    name, chart_version = _archive_chart(archive)
+    artifacts_dir = Path(artifacts_dir)
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    stored = f"{name}-{chart_version}.tgz"
+    details = {"chart": name, "version": chart_version, "chart_archive": str(archive.resolve()),
+               "values_file": _write_values(artifacts_dir, stored[: -len(".tgz")], values)}
+    return _store(archive, artifacts_dir, stored, kind="helm-local", origin=str(archive.resolve()),
+                  expected_sha256=None, details=details)
+
+
+def helm_chart(helm: Any, artifacts_dir: str | Path, *, timeout: float = DEFAULT_TIMEOUT_S,
+               helm_client: str | None = None) -> SourceRecord:
+    """The chart of the params' ``cni.source.helm``: a local folder or ``.tgz`` (``path``), an
+    https:// repository or an oci:// registry (``repository_url`` + ``chart``)."""
+    if helm.path is not None:
+        path = Path(helm.path)
+        if path.is_dir():
+            return helm_local_chart(path, artifacts_dir, values=helm.values)
+        if path.is_file():
+            return helm_chart_archive(path, artifacts_dir, values=helm.values)
+        raise SourceError(f"{path}: no such chart folder or .tgz (cni.source.helm.path)")
+    return helm_repo_chart(helm.repository_url, helm.chart, artifacts_dir, version=helm.version, values=helm.values,
+                           timeout=timeout, ca_file=helm.ca_file, plain_http=helm.plain_http)
 
 
 def helm_local_chart(chart_dir: str | Path, artifacts_dir: str | Path, *, values: Mapping[str, Any] | None = None) -> SourceRecord:

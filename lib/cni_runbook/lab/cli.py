@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from .config import LabConfig
 
@@ -15,13 +16,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(as Kubespray leaves it with kube_network_plugin: none). Needs root.",
     )
     sub = lab.add_subparsers(dest="lab_command", required=True, metavar="COMMAND")
-    b = sub.add_parser("build", help="build (or reuse) the Kubernetes binaries and lab images")
+    b = sub.add_parser("build", help="build (or reuse) the Kubernetes binaries and every lab image "
+                                      "(kube-router's and flannel's sets, and the reference CNI plugins)")
     b.add_argument("--force", action="store_true", help="rebuild even when cached")
+    b.add_argument("--cni", choices=cluster_cnis(), default=None,
+                   help="build only what a lab with this CNI needs (default: every set)")
     u = sub.add_parser("up", help="bring the lab up (a no-op when it is already up)")
     u.add_argument("--hosts-only", action="store_true",
                    help="stop after the bare hosts (namespaces + sshd), before Kubernetes")
+    u.add_argument("--cni", choices=cluster_cnis(), default="kube-router",
+                   help="prepare the lab for this CNI (default kube-router, the lab CNI); flannel: its images "
+                        "in the lab registry and the reference CNI plugins in every node's /opt/cni/bin")
     u.add_argument("--with-cni", action="store_true",
-                   help="also install the lab CNI (kube-router) directly; the runbook's stage 02 normally does this")
+                   help="also install that CNI directly; the runbook's stage 02 normally does this")
+    u.add_argument("--manifest", default=None,
+                   help="with --cni flannel --with-cni: the vendor's kube-flannel.yml to install")
     u.add_argument("--timeout", type=float, default=180, help="seconds to wait for the cluster (default 180)")
     sub.add_parser("down", help="stop the lab and remove everything it created")
     sub.add_parser("status", help="show each lab component and node")
@@ -29,22 +38,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lab.set_defaults(func=run)
 
 
+def cluster_cnis() -> tuple[str, ...]:
+    from .cluster import LAB_CNIS
+
+    return LAB_CNIS
+
+
 def run(args: argparse.Namespace) -> int:
-    from . import cluster
+    from . import cluster, images
     from .build import build
     from .images_step import build_images
 
     cfg = LabConfig()
     cmd = args.lab_command
     if cmd == "build":
+        started = time.monotonic()
         build(force=args.force)
-        build_images(force=args.force)
+        names = images.images_for(args.cni) if args.cni else images.ALL_IMAGE_NAMES
+        build_images(force=args.force, names=names)
+        if args.cni in (None, "flannel"):
+            images.reference_cni_plugins()
+        print(f"[build] lab build done in {time.monotonic() - started:.0f}s")
         return 0
     if cmd == "up":
-        print(cluster.up(cfg, hosts_only=args.hosts_only, timeout=args.timeout))
+        if args.with_cni and args.cni == "flannel" and not args.manifest:
+            print("--cni flannel --with-cni needs --manifest (the vendor's kube-flannel.yml)", file=sys.stderr)
+            return 2
+        print(cluster.up(cfg, hosts_only=args.hosts_only, timeout=args.timeout, cni=args.cni))
         if args.with_cni and not args.hosts_only:
-            cluster.install_cni(cfg)
-            print("lab CNI installed: nodes Ready, CoreDNS running")
+            cluster.install_cni(cfg, cni=args.cni, manifest=args.manifest)
+            print(f"{args.cni} installed: nodes Ready, CoreDNS running")
         return 0
     if cmd == "down":
         cluster.down(cfg)

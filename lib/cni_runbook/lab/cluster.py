@@ -5,12 +5,19 @@ control plane running, every node registered and NotReady because no CNI is
 installed, kube-proxy running on every node and CoreDNS deployed but Pending.
 ``up(hosts_only=True)`` stops after the bare hosts (namespaces + sshd), which is
 what an installer like Kubespray starts from.
+
+``up(cni="flannel")`` prepares the lab for flannel instead of the default lab CNI
+(kube-router): the flannel images are published too, and every node's /opt/cni/bin gets the
+reference CNI plugins flannel delegates to (bridge, host-local, portmap, loopback, bandwidth),
+as Kubespray's ``kube_network_plugin: cni`` leaves a host. Installing flannel itself is stage
+02's job (from the vendor's manifest), or :func:`install_cni` with that manifest.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -131,14 +138,62 @@ def components_commands() -> list[str]:
             "ipset", "conntrack", "/usr/sbin/sshd", "ssh-keygen", "docker-registry"]
 
 
+#: The CNIs a lab can be prepared for (``up(cni=...)``); kube-router is the default lab CNI.
+LAB_CNIS = ("kube-router", "flannel")
+
+
+def lab_cni(profile: str) -> str:
+    """The lab CNI a run with ``cni.profile`` needs the lab prepared for."""
+    return "flannel" if profile == "flannel" else "kube-router"
+
+
+def _check_cni(cni: str) -> None:
+    if cni not in LAB_CNIS:
+        raise LabError(f"unknown lab CNI {cni!r}; expected one of {', '.join(LAB_CNIS)}")
+
+
+def install_reference_plugins(cfg: LabConfig, progress: Progress = print) -> list[str]:
+    """Put the reference CNI plugins into every node's /opt/cni/bin (what Kubespray's
+    ``kube_network_plugin: cni`` does); returns the plugin names. Idempotent."""
+    from .images import reference_cni_plugins
+
+    plugins = reference_cni_plugins(progress)
+    for node in cfg.nodes:
+        bin_dir = cfg.node_dir(node) / "opt-cni" / "bin"
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        for name, source in plugins.items():
+            target = bin_dir / name
+            if target.exists() and target.stat().st_size == source.stat().st_size and \
+                    target.read_bytes() == source.read_bytes():
+                continue
+            tmp = bin_dir / f".{name}.tmp"
+            shutil.copyfile(source, tmp)
+            tmp.chmod(0o755)
+            tmp.replace(target)
+    progress(f"[lab] reference CNI plugins in /opt/cni/bin of every node: {', '.join(sorted(plugins))}")
+    return sorted(plugins)
+
+
+def prepare_cni(cfg: LabConfig, cni: str, progress: Progress = print) -> None:
+    """What a lab that is already up needs before ``cni`` can be installed (images, node plugins)."""
+    _check_cni(cni)
+    if cni == "kube-router":
+        return  # its images are always published; it brings its own plugins
+    images_step.publish(cfg, progress, cni=cni)
+    install_reference_plugins(cfg, progress)
+
+
 def up(cfg: LabConfig | None = None, hosts_only: bool = False, progress: Progress = print,
-       timeout: float = 180) -> str:
-    """Bring the lab to the requested phase; returns a one-line summary."""
+       timeout: float = 180, cni: str = "kube-router") -> str:
+    """Bring the lab to the requested phase, prepared for ``cni``; returns a one-line summary."""
     cfg = cfg or LabConfig()
+    _check_cni(cni)
     current = phase(cfg)
     wanted = "hosts" if hosts_only else "cluster"
     if current == "cluster" or current == wanted:
-        return f"lab already up ({current}); nothing to do"
+        if cni != "kube-router":
+            prepare_cni(cfg, cni, progress)
+        return f"lab already up ({current}); nothing to do" + (f" (prepared for {cni})" if cni != "kube-router" else "")
     _check_prerequisites()
     started = time.monotonic()
     if current == "down":
@@ -159,7 +214,9 @@ def up(cfg: LabConfig | None = None, hosts_only: bool = False, progress: Progres
         for node in cfg.nodes:
             hosts.wait_for(lambda n=node: _port_open(str(n.ip), 22), 30, f"sshd on {node.name}")
         progress(f"[lab] hosts up: {', '.join(f'{n.name} ({n.ip})' for n in cfg.nodes)}")
-        images_step.publish(cfg, progress)
+        images_step.publish(cfg, progress, cni=cni)
+        if cni != "kube-router":
+            install_reference_plugins(cfg, progress)
         if wanted == "hosts":
             return f"lab hosts up in {time.monotonic() - started:.0f}s"
         comps += components.cluster_components(cfg)
@@ -249,20 +306,37 @@ def status_text(cfg: LabConfig | None = None) -> str:
     return "\n".join(lines)
 
 
-def install_cni(cfg: LabConfig | None = None, progress: Progress = print, timeout: float = 240) -> list:
-    """Install the lab CNI (kube-router) through the apply engine and wait for a working network.
+def install_cni(cfg: LabConfig | None = None, progress: Progress = print, timeout: float = 240,
+                cni: str = "kube-router", manifest: str | Path | None = None) -> list:
+    """Install a lab CNI through the apply engine and wait for a working network.
 
-    Stage 02 does the same through the runbook (with rendering, records and rollback);
-    this shortcut serves the lab's own tests and ``cni-runbook lab up --with-cni``.
+    ``kube-router``: the lab's own manifest. ``flannel``: the vendor's ``kube-flannel.yml`` given
+    as ``manifest``, rendered by the flannel profile for the lab (images from the lab registry,
+    Network = the lab's pod CIDR, bandwidth chained). Stage 02 does the same through the runbook
+    (with rendering records and rollback); this shortcut serves the lab's own tests and
+    ``cni-runbook lab up --with-cni``.
     """
+    from ..cni.flannel import render_flannel
+    from ..cni.manifests import Manifest
     from ..kube.wait import nodes_ready, rollout
+    from .images import LAB_REGISTRY
 
     cfg = cfg or LabConfig()
+    _check_cni(cni)
+    if cni == "kube-router":
+        text, agent = (MANIFESTS / "kube-router.yaml").read_text(), ("kube-system", "kube-router")
+    else:
+        if manifest is None or not Path(manifest).is_file():
+            raise LabError(f"installing flannel needs its vendor manifest (kube-flannel.yml): {manifest!r} is not a file")
+        vendor = Manifest(Path(manifest).read_text(), str(manifest))
+        text = render_flannel(vendor, image_registry=f"{LAB_REGISTRY}/flannel-io", network=str(cfg.pod_cidr),
+                              settings={"chain_bandwidth": True}).rendered.text
+        agent = ("kube-flannel", "kube-flannel-ds")
     kube = Kube.from_kubeconfig(cfg.admin_kubeconfig)
     try:
-        objects = [o for o in yaml.safe_load_all((MANIFESTS / "kube-router.yaml").read_text()) if o]
+        objects = [o for o in yaml.safe_load_all(text) if o]
         applied = Applier(kube, default_namespace="kube-system").apply(objects)
-        rollout(kube, "DaemonSet", "kube-system", "kube-router", timeout=timeout, progress=progress)
+        rollout(kube, "DaemonSet", agent[0], agent[1], timeout=timeout, progress=progress)
         nodes_ready(kube, expected=len(cfg.nodes), timeout=timeout, progress=progress)
         rollout(kube, "Deployment", "kube-system", "coredns", timeout=timeout, progress=progress)
         return applied

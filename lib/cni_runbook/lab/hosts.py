@@ -41,6 +41,7 @@ NODE_MOUNTS: dict[str, str] = {
     "var-log-pods": "/var/log/pods",
     "var-log-containers": "/var/log/containers",
     "run-netns": "/run/netns",
+    "run-flannel": "/run/flannel",  # flanneld's subnet.env, read by the flannel CNI plugin: per node
 }
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd")

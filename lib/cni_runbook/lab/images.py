@@ -2,8 +2,13 @@
 
 An air-gapped site fills its registry mirror from somewhere; the lab fills its own
 from binaries built on this machine: Go programs built from the Go module proxy
-(CoreDNS, kube-router, a small pause) or by the lab's Kubernetes build (agnhost),
-and Debian binaries copied with the shared libraries ``ldd`` reports for them.
+(CoreDNS, kube-router, flannel and its CNI plugin, a small pause) or by the lab's
+Kubernetes build (agnhost), and Debian binaries copied with the shared libraries ``ldd``
+reports for them.
+
+Image sets (:data:`IMAGE_SETS`): what a lab with a given CNI needs. ``kube-router`` (the
+default lab CNI) is :data:`IMAGE_NAMES`; ``flannel`` adds :data:`FLANNEL_IMAGE_NAMES` (flanneld
+v0.28.4 and v0.28.10, the flannel CNI plugin). ``lab build`` builds every set.
 
 Each image is one gzip layer written deterministically (entries sorted, mtime 0,
 owner 0:0, fixed gzip header), so the same inputs always give the same digests. An
@@ -40,7 +45,13 @@ from .config import K8S_VERSION, REGISTRY_NAME, cache_dir
 __all__ = [
     "CNI_PLUGINS",
     "COREDNS_VERSION",
+    "ALL_IMAGE_NAMES",
+    "CNI_PLUGINS_VERSION",
+    "FLANNEL_CNI_PLUGIN_TAGS",
+    "FLANNEL_IMAGE_NAMES",
+    "FLANNEL_VERSIONS",
     "IMAGE_NAMES",
+    "IMAGE_SETS",
     "KUBERNETES_VERSION",
     "KUBE_ROUTER_VERSION",
     "LAB_REGISTRY",
@@ -56,7 +67,11 @@ __all__ = [
     "build_image",
     "build_layout",
     "export_oci_archive",
+    "extra_tags",
+    "go_binaries",
     "go_binary",
+    "images_for",
+    "reference_cni_plugins",
     "image_ref",
     "image_tag",
     "images_dir",
@@ -86,10 +101,37 @@ PAUSE_TAG = "3.10.1"
 #: Images the lab builds, in build order (fast, local ones first).
 IMAGE_NAMES = ("pause", "iperf3", "agnhost", "coredns", "kube-router")
 
+#: flannel releases the Go module proxy serves (v0.28.9, whose manifest shape v0.28.10 keeps, is not served).
+FLANNEL_VERSIONS = ("v0.28.4", "v0.28.10")
+#: The flannel CNI meta plugin (type "flannel"): flannel-io/cni-plugin is not on the module proxy;
+#: its ancestor plugins/meta/flannel in containernetworking/plugins is, last in v0.9.1.
+FLANNEL_META_PLUGIN_VERSION = "v0.9.1"
+#: The tags the vendor manifests name for ghcr.io/flannel-io/flannel-cni-plugin (v0.28.4's and
+#: v0.28.9's kube-flannel.yml): the lab's plugin image is pushed under each, so the manifests'
+#: references resolve after the registry rewrite alone.
+FLANNEL_CNI_PLUGIN_TAGS = ("v1.9.1-flannel1", "v1.9.1-flannel3")
+#: Reference CNI plugins (bridge, host-local, ...) that flannel delegates to; Kubespray's
+#: ``kube_network_plugin: cni`` puts them in /opt/cni/bin, the lab does the same for flannel.
+CNI_PLUGINS_VERSION = "v1.10.0"
+FLANNEL_IMAGE_NAMES = ("flannel-cni-plugin", *(f"flannel-{v}" for v in FLANNEL_VERSIONS))
+ALL_IMAGE_NAMES = IMAGE_NAMES + FLANNEL_IMAGE_NAMES
+#: lab CNI -> the images a lab running it needs
+IMAGE_SETS = {"kube-router": IMAGE_NAMES, "flannel": IMAGE_NAMES + FLANNEL_IMAGE_NAMES}
+
 _COREDNS_MODULE = "github.com/coredns/coredns"
 _COREDNS_COMMIT = "f32329577fd5e3fe19908f8a9ba5c76aafb45bf6"  # tag v1.12.4
 _KUBE_ROUTER_MODULE = "github.com/cloudnativelabs/kube-router/v2"
 _KUBE_ROUTER_DATE = "2024-03-03T05:25:26Z"  # release time of v2.1.0 on the module proxy
+_FLANNEL_MODULE = "github.com/flannel-io/flannel"
+_CNI_PLUGINS_MODULE = "github.com/containernetworking/plugins"
+#: reference plugin -> its package in containernetworking/plugins
+_REFERENCE_PLUGIN_PACKAGES = {
+    "bandwidth": "plugins/meta/bandwidth",
+    "bridge": "plugins/main/bridge",
+    "host-local": "plugins/ipam/host-local",
+    "loopback": "plugins/main/loopback",
+    "portmap": "plugins/meta/portmap",
+}
 
 #: Bumped when the layout writer changes in a way that changes digests.
 _BUILDER_VERSION = "1"
@@ -296,7 +338,24 @@ _REPOS = {
     # Images assembled for the lab (not byte-equal to any upstream image):
     "iperf3": "cnilab/iperf3",
     "kube-router": "cnilab/kube-router",
+    # flannel's own image names (ghcr.io/flannel-io/...), as a site mirror keeps them; assembled
+    # here from the Go module proxy and Debian packages, not byte-equal to upstream's images:
+    "flannel-cni-plugin": "flannel-io/flannel-cni-plugin",
+    **{f"flannel-{v}": "flannel-io/flannel" for v in FLANNEL_VERSIONS},
 }
+
+
+def images_for(cni: str) -> tuple[str, ...]:
+    """The images a lab running ``cni`` (``kube-router`` or ``flannel``) needs, in build order."""
+    try:
+        return IMAGE_SETS[cni]
+    except KeyError:
+        raise KeyError(f"unknown lab CNI {cni!r}; known: {', '.join(IMAGE_SETS)}") from None
+
+
+def extra_tags(name: str) -> tuple[str, ...]:
+    """Further tags an image is pushed under (the flannel CNI plugin: every tag a vendor manifest names)."""
+    return FLANNEL_CNI_PLUGIN_TAGS[1:] if name == "flannel-cni-plugin" else ()
 
 
 def image_tag(name: str) -> str:
@@ -311,7 +370,11 @@ def image_tag(name: str) -> str:
         return agnhost_version()
     if name == "iperf3":
         return iperf3_version()
-    raise KeyError(f"unknown lab image {name!r}; known: {', '.join(IMAGE_NAMES)}")
+    if name == "flannel-cni-plugin":
+        return FLANNEL_CNI_PLUGIN_TAGS[0]
+    if name.startswith("flannel-") and name.removeprefix("flannel-") in FLANNEL_VERSIONS:
+        return name.removeprefix("flannel-")
+    raise KeyError(f"unknown lab image {name!r}; known: {', '.join(ALL_IMAGE_NAMES)}")
 
 
 def image_ref(name: str, registry: str = LAB_REGISTRY) -> str:
@@ -392,27 +455,21 @@ def recipe(name: str, progress: Progress = print) -> Recipe:
             ),
             expected_minutes=3,  # 2.5 min seen on 2 cores
         )
-        xtables_modules = sorted(_XTABLES_MODULES.glob("*.so")) if _XTABLES_MODULES.is_dir() else []
-        if not xtables_modules:
-            raise MissingInput(_XTABLES_MODULES, "install the Debian package iptables")
+        iptables_files, iptables_links = _xtables_legacy()
         return Recipe(
             name="kube-router",
             repo=_REPOS["kube-router"],
             tag=KUBE_ROUTER_VERSION,
             files=(
                 (binary, "/usr/local/bin/kube-router"),
-                (Path("/usr/sbin/xtables-legacy-multi"), "/usr/sbin/xtables-legacy-multi"),
-                *((module, str(module)) for module in xtables_modules),
+                *iptables_files,
                 (Path("/usr/sbin/ipset"), "/usr/sbin/ipset"),
                 (Path("/usr/sbin/ip"), "/usr/sbin/ip"),
                 (Path("/usr/bin/kmod"), "/usr/bin/kmod"),  # modprobe br_netfilter on hosts with modules
                 *((_CNI_PLUGIN_DIR / plugin, f"/opt/cni-plugins/{plugin}") for plugin in CNI_PLUGINS),
                 *_toolbox_files(),
             ),
-            symlinks=(
-                *((f"/usr/sbin/{cmd}", "xtables-legacy-multi") for cmd in _IPTABLES_NAMES),
-                ("/usr/sbin/modprobe", "../bin/kmod"),
-            ),
+            symlinks=(*iptables_links, ("/usr/sbin/modprobe", "../bin/kmod")),
             directories=(("/var/lib/kube-router", 0o755),),
             entrypoint=("/usr/local/bin/kube-router",),
             labels=(
@@ -420,27 +477,108 @@ def recipe(name: str, progress: Progress = print) -> Recipe:
                 ("io.cnilab.cni-plugins", "/opt/cni-plugins"),
             ),
         )
-    raise KeyError(f"unknown lab image {name!r}; known: {', '.join(IMAGE_NAMES)}")
+    if name == "flannel-cni-plugin":
+        return _flannel_cni_plugin_recipe(progress)
+    if name.startswith("flannel-") and name.removeprefix("flannel-") in FLANNEL_VERSIONS:
+        return _flannel_recipe(name.removeprefix("flannel-"), progress)
+    raise KeyError(f"unknown lab image {name!r}; known: {', '.join(ALL_IMAGE_NAMES)}")
+
+
+def _xtables_legacy() -> tuple[tuple[tuple[Path, str], ...], tuple[tuple[str, str], ...]]:
+    """Debian's legacy iptables (files, symlinks), as the lab's nodes and kube-proxy use it."""
+    modules = sorted(_XTABLES_MODULES.glob("*.so")) if _XTABLES_MODULES.is_dir() else []
+    if not modules:
+        raise MissingInput(_XTABLES_MODULES, "install the Debian package iptables")
+    files = ((Path("/usr/sbin/xtables-legacy-multi"), "/usr/sbin/xtables-legacy-multi"),
+             *((module, str(module)) for module in modules))
+    links = tuple((f"/usr/sbin/{cmd}", "xtables-legacy-multi") for cmd in _IPTABLES_NAMES)
+    return files, links
+
+
+def _flannel_recipe(version: str, progress: Progress) -> Recipe:
+    """flanneld (+ install-conf where the version has it), legacy iptables, a toolbox.
+
+    Upstream's image: /opt/bin/flanneld (cgo: the udp backend), /opt/bin/install-conf (v0.28.9
+    and later: the init container copies the conflist with it instead of ``cp -f``), iptables
+    behind iptables-wrapper, iproute2, an alpine shell. Here: the same paths, Debian's legacy
+    iptables (the lab's kube-proxy mode) and the toolbox's sh/cp.
+    """
+    flanneld = go_binary(
+        "flanneld", _FLANNEL_MODULE, version, progress=progress, cgo=True,
+        ldflags=f"-s -w -X {_FLANNEL_MODULE}/pkg/version.Version={version}",
+        expected_minutes=6,
+    )
+    files: list[tuple[Path, str]] = [(flanneld, "/opt/bin/flanneld")]
+    if _has_install_conf(version):
+        install_conf = go_binary("install-conf", f"{_FLANNEL_MODULE}/cmd/install_conf", version,
+                                 module=_FLANNEL_MODULE, progress=progress, expected_minutes=1)
+        files.append((install_conf, "/opt/bin/install-conf"))
+    iptables_files, iptables_links = _xtables_legacy()
+    return Recipe(
+        name=f"flannel-{version}",
+        repo=_REPOS[f"flannel-{version}"],
+        tag=version,
+        files=(*files, *iptables_files, (Path("/usr/sbin/ip"), "/usr/sbin/ip"), *_toolbox_files()),
+        symlinks=iptables_links,
+        directories=(("/etc/kube-flannel", 0o755), ("/run/flannel", 0o755)),
+        entrypoint=("/opt/bin/flanneld",),
+        labels=(
+            ("io.cnilab.built-from", f"{_FLANNEL_MODULE}@{version} (Go module proxy)"),
+            ("io.cnilab.iptables-backend", "legacy"),
+        ),
+    )
+
+
+def _has_install_conf(version: str) -> bool:
+    """cmd/install_conf exists from flannel v0.28.9 (the newer manifest shape) on."""
+    return tuple(int(p) for p in version.lstrip("v").split(".")) >= (0, 28, 9)
+
+
+def _flannel_cni_plugin_recipe(progress: Progress) -> Recipe:
+    """The flannel CNI meta plugin at /flannel, as upstream's flannel-cni-plugin image has it."""
+    plugin = go_binary(
+        "flannel-cni", f"{_CNI_PLUGINS_MODULE}/plugins/meta/flannel", FLANNEL_META_PLUGIN_VERSION,
+        module=_CNI_PLUGINS_MODULE, progress=progress, expected_minutes=1,
+    )
+    return Recipe(
+        name="flannel-cni-plugin",
+        repo=_REPOS["flannel-cni-plugin"],
+        tag=FLANNEL_CNI_PLUGIN_TAGS[0],
+        files=((plugin, "/flannel"), *_toolbox_files()),
+        entrypoint=("/bin/sh",),
+        labels=(("io.cnilab.built-from",
+                 f"{_CNI_PLUGINS_MODULE}/plugins/meta/flannel@{FLANNEL_META_PLUGIN_VERSION} (Go module proxy)"),),
+    )
+
+
+def reference_cni_plugins(progress: Progress = print) -> dict[str, Path]:
+    """The reference CNI plugins flannel delegates to (containernetworking/plugins
+    :data:`CNI_PLUGINS_VERSION`), built once; plugin name -> binary."""
+    packages = {name: f"{_CNI_PLUGINS_MODULE}/{pkg}" for name, pkg in _REFERENCE_PLUGIN_PACKAGES.items()}
+    return go_binaries("cni-plugins", packages, CNI_PLUGINS_VERSION, module=_CNI_PLUGINS_MODULE,
+                       progress=progress, expected_minutes=3)
 
 
 # --- Go binaries -------------------------------------------------------------------------
 
 
-def _go_env() -> dict[str, str]:
+def _go_env(cgo: bool = False) -> dict[str, str]:
     env = dict(os.environ)
-    env["CGO_ENABLED"] = "0"  # static binaries: nothing to resolve with ldd
+    # static binaries: nothing to resolve with ldd; a cgo binary (flanneld) brings its libc along
+    env["CGO_ENABLED"] = "1" if cgo else "0"
     env.setdefault("GOFLAGS", "-buildvcs=false")
     return env
 
 
-def _run_go(argv: list[str], cwd: Path, log: Path, what: str, extra_env: Mapping[str, str] | None = None) -> None:
+def _run_go(argv: list[str], cwd: Path, log: Path, what: str, extra_env: Mapping[str, str] | None = None,
+            cgo: bool = False) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         out.write("$ " + " ".join(argv) + "\n")
         out.flush()
         try:
             proc = subprocess.run(
-                argv, cwd=cwd, env={**_go_env(), **(extra_env or {})}, stdout=out, stderr=subprocess.STDOUT
+                argv, cwd=cwd, env={**_go_env(cgo), **(extra_env or {})}, stdout=out, stderr=subprocess.STDOUT
             )
         except FileNotFoundError:
             raise ImageBuildError(f"{what}: the go command is not on PATH (install Go 1.22 or newer)") from None
@@ -458,38 +596,60 @@ def go_binary(
     ldflags: str = "-s -w",
     progress: Progress = print,
     expected_minutes: int = 5,
+    cgo: bool = False,
 ) -> Path:
-    """Build ``package@version`` with ``go install`` once; return the cached static binary.
+    """Build ``package@version`` with ``go install`` once; return the cached binary.
 
     The binary lands in ``<build cache>/<name>-<version>/bin/<name>``. ``module`` is only
-    used in messages (defaults to ``package``).
+    used in messages (defaults to ``package``). Binaries are static unless ``cgo`` (then the
+    image recipe copies the shared libraries ``ldd`` names).
+    """
+    return go_binaries(name, {name: package}, version, module=module or package, ldflags=ldflags,
+                       progress=progress, expected_minutes=expected_minutes, cgo=cgo)[name]
+
+
+def go_binaries(
+    name: str,
+    packages: Mapping[str, str],
+    version: str,
+    *,
+    module: str,
+    ldflags: str = "-s -w",
+    progress: Progress = print,
+    expected_minutes: int = 5,
+    cgo: bool = False,
+) -> dict[str, Path]:
+    """Build several main packages of one module at ``version`` in one ``go install``, once.
+
+    ``packages`` maps binary name -> package; the binaries land in
+    ``<build cache>/<name>-<version>/bin/``; returns binary name -> path.
     """
     target_dir = build_cache_dir() / f"{name}-{version}"
-    binary = target_dir / "bin" / name
-    if binary.exists():
-        return binary
-    progress(
-        f"[images] building {name} {version} (go build of {module or package}, first time ~{expected_minutes} min)"
-    )
+    binaries = {binary: target_dir / "bin" / binary for binary in packages}
+    if all(path.exists() for path in binaries.values()):
+        return binaries
+    progress(f"[images] building {name} {version} (go build of {module}, first time ~{expected_minutes} min)")
     started = time.monotonic()
     partial = target_dir.with_name(target_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     (partial / "bin").mkdir(parents=True)
-    argv = ["go", "install", "-trimpath", "-ldflags", ldflags, f"{package}@{version}"]
+    argv = ["go", "install", "-trimpath", "-ldflags", ldflags, *(f"{pkg}@{version}" for pkg in packages.values())]
     log = build_cache_dir() / f"{name}-{version}.log"
+    what = f"go install {' '.join(packages.values())}@{version}"
     try:
         with tempfile.TemporaryDirectory(prefix="cnilab-go-") as workdir:  # outside any module
-            _run_go(argv, Path(workdir), log, f"go install {package}@{version}", {"GOBIN": str(partial / "bin")})
+            _run_go(argv, Path(workdir), log, what, {"GOBIN": str(partial / "bin")}, cgo=cgo)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    built = partial / "bin" / package.rsplit("/", 1)[-1]
-    if built.name != name:
-        built.rename(partial / "bin" / name)
+    for binary, package in packages.items():
+        built = partial / "bin" / package.rsplit("/", 1)[-1]
+        if built.name != binary:
+            built.rename(partial / "bin" / binary)
     shutil.rmtree(target_dir, ignore_errors=True)
     partial.rename(target_dir)
     progress(f"[images] built {name} {version} in {time.monotonic() - started:.0f} s")
-    return binary
+    return binaries
 
 
 def pause_binary(progress: Progress = print, source: Path = _PAUSE_SOURCE) -> Path:

@@ -16,10 +16,11 @@ from .hosts import wait_for
 Progress = Callable[[str], None]
 
 
-def build_images(force: bool = False, progress: Progress = print) -> dict[str, images.ImageRef]:
+def build_images(force: bool = False, progress: Progress = print,
+                 names: tuple[str, ...] = images.IMAGE_NAMES) -> dict[str, images.ImageRef]:
     if force:
         progress("[images] --force: rebuilding image layouts")
-    return images.build_all(progress)
+    return images.build_all(progress, names=names, force=force)
 
 
 def registry_component(cfg: LabConfig) -> dict:
@@ -28,11 +29,18 @@ def registry_component(cfg: LabConfig) -> dict:
     return {"name": "registry", "argv": registry.registry_command(config_path), "env": {}}
 
 
-def publish(cfg: LabConfig, progress: Progress = print) -> dict[str, registry.PushResult]:
-    """Build (or reuse) every lab image and make sure the lab registry has it."""
-    refs = build_images(progress=progress)
+def publish(cfg: LabConfig, progress: Progress = print, cni: str = "kube-router") -> dict[str, registry.PushResult]:
+    """Build (or reuse) every image a lab running ``cni`` needs and make sure the lab registry has it.
+
+    An image with further tags (:func:`cni_runbook.lab.images.extra_tags`) is pushed under each.
+    """
+    refs = build_images(progress=progress, names=images.images_for(cni))
     wait_for(lambda: _ready(cfg), 30, f"the lab registry on {cfg.registry_addr}")
-    return registry.push_all(refs, cfg.registry_addr, progress=progress)
+    results = registry.push_all(refs, cfg.registry_addr, progress=progress)
+    for name, ref in refs.items():
+        for tag in images.extra_tags(name):
+            results[f"{name}:{tag}"] = registry.push(ref.layout, cfg.registry_addr, ref.repo, tag)
+    return results
 
 
 def _ready(cfg: LabConfig) -> bool:

@@ -246,12 +246,33 @@ class Kubespray(Strict):
 # --- cni ------------------------------------------------------------------------------------
 
 class HelmChart(Strict):
-    repository_url: str = Field(pattern=r"^(https?|oci)://")
-    chart: str
+    """A chart from a repository (``repository_url`` + ``chart``) or a local chart (``path``)."""
+
+    repository_url: str | None = Field(None, pattern=r"^(https?|oci)://",
+                                       description="https:// chart repository or oci:// registry; null with path")
+    chart: str | None = Field(None, description="chart name in the repository; null with path")
+    path: FilePath | None = Field(None, description="local chart: a chart folder or a packed .tgz")
     version: str | None = None
     release_name: str = Field("cni", pattern=_NAME)
     values: FreeMap = {}
     values_files: list[FilePath] = []
+    ca_file: FilePath | None = Field(None, description="CA bundle that signs the repository's TLS certificate")
+    plain_http: bool = Field(False, description="oci:// registry over plain HTTP (a mirror without TLS)")
+
+    @model_validator(mode="after")
+    def _one_chart(self) -> HelmChart:
+        if self.path is not None:
+            extra = [k for k in ("repository_url", "chart") if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"a local chart (helm.path) does not use: {', '.join('helm.' + k for k in extra)}")
+            if self.plain_http or self.ca_file:
+                raise ValueError("helm.plain_http and helm.ca_file are for a chart repository, not a local chart")
+        elif self.repository_url is None or self.chart is None:
+            raise ValueError("cni.source.helm needs either path (a local chart folder or .tgz) "
+                             "or repository_url and chart")
+        if self.plain_http and not (self.repository_url or "").startswith("oci://"):
+            raise ValueError("helm.plain_http applies to oci:// repositories (an http:// repository is plain already)")
+        return self
 
 
 class CniSource(Strict):
@@ -285,7 +306,7 @@ class CniCompatibility(Strict):
 
 
 class Cni(Strict):
-    profile: Literal["antrea", "lab", "generic"] = "antrea"
+    profile: Literal["antrea", "lab", "flannel", "generic"] = "antrea"
     version: str | None = "v2.7.0"
     source: CniSource | None = None
     namespace: str = Field("kube-system", pattern=_NAME)
@@ -298,8 +319,8 @@ class Cni(Strict):
 
     @model_validator(mode="after")
     def _source_needed(self) -> Cni:
-        if self.profile == "generic" and self.source is None:
-            raise ValueError("profile 'generic' needs cni.source")
+        if self.profile in ("generic", "flannel") and self.source is None:
+            raise ValueError(f"profile {self.profile!r} needs cni.source (the vendor's manifest file or chart)")
         return self
 
 
@@ -357,6 +378,8 @@ class Policy(Strict):
                                    "(cni_runbook.policy.layout.layout_from_dict); default x,y,z by a,b,c")
     probe_timeout_s: float = Field(1.0, gt=0, le=30, description="per connection attempt")
     enforcement_timeout_s: float = Field(60.0, gt=0, description="how long a policy may take to be enforced")
+    accept_no_enforcement: bool = Field(
+        False, description="a CNI without NetworkPolicy enforcement (flannel) is recorded as waived, not failed")
 
 
 class Bandwidth(Strict):

@@ -60,13 +60,14 @@ def hosts_up(cfg: Any, mode: str, say: Say) -> str:
     return phase
 
 
-def cluster_up(cfg: Any, say: Say, timeout: int = 180) -> Path:
-    """Bring the lab cluster (no CNI) up; a no-op when it is up. Its admin kubeconfig path."""
+def cluster_up(cfg: Any, say: Say, timeout: int = 180, cni_profile: str | None = None) -> Path:
+    """Bring the lab cluster (no CNI) up, prepared for the CNI of ``cni_profile`` (flannel: its
+    images and the reference CNI plugins on the nodes); a no-op when it is up. Its admin kubeconfig path."""
     from cni_runbook.lab import cluster
     from cni_runbook.lab.sysutil import LabError
 
     try:
-        say(cluster.up(cfg, progress=say, timeout=timeout))
+        say(cluster.up(cfg, progress=say, timeout=timeout, cni=cluster.lab_cni(cni_profile or "lab")))
     except (LabError, TimeoutError, OSError) as exc:
         raise OperatorError(f"lab instance {cfg.index} did not come up: {exc}") from exc
     return Path(cfg.admin_kubeconfig)

@@ -23,10 +23,13 @@ from typing import Any
 
 import pandas as pd
 
+from ..cni.profiles import FACTS as PROFILE_FACTS
 from ..kube import Kube
 
-#: label selectors of each CNI profile's pods
-PROFILE_SELECTORS = {"antrea": "app=antrea", "lab": "k8s-app=kube-router"}
+#: label selectors of each CNI profile's pods (from the profiles' facts)
+PROFILE_SELECTORS = {name: facts.pod_selector for name, facts in PROFILE_FACTS.items() if facts.pod_selector}
+#: namespace of each profile's agent in the vendor's manifest, where it differs from cni.namespace
+PROFILE_NAMESPACES = {name: facts.agent_namespace for name, facts in PROFILE_FACTS.items() if facts.agent_namespace}
 NODE_CRITICAL = "system-node-critical"
 CLUSTER_CRITICAL = "system-cluster-critical"
 #: taints a node agent must tolerate to start on a node that has no network yet
@@ -44,6 +47,9 @@ def cni_pods(kube: Kube, namespace: str, profile: str, selector: str | None = No
     host-network DaemonSet in the CNI namespace plus the Deployments' pods next to them."""
     selector = selector or PROFILE_SELECTORS.get(profile)
     items = kube.core.list_namespaced_pod(namespace, label_selector=selector or "").items
+    if not items and PROFILE_NAMESPACES.get(profile, namespace) != namespace:
+        # the vendor's manifest puts the agent in its own namespace (flannel: kube-flannel)
+        items = kube.core.list_namespaced_pod(PROFILE_NAMESPACES[profile], label_selector=selector or "").items
     pods = [kube.api.sanitize_for_serialization(p) for p in items]
     if selector:
         return pods

@@ -193,7 +193,7 @@ class ClusterStage(Stage):
         if self.kind == "lab":
             from cni_runbook.provision import lab
 
-            self.kubeconfig = lab.cluster_up(self.hosts.lab, say)
+            self.kubeconfig = lab.cluster_up(self.hosts.lab, say, cni_profile=self.ctx.params.cni.profile)
             target = lab.target(self.hosts.lab)
         elif self.kind == "kubespray":
             self.kubeconfig = self._provision_kubespray(progress, say)

@@ -74,7 +74,8 @@ class CniInstallStage(Stage):
         plan = Plan(actions=actions, views=[View(f"{ctx.stage.id}: {len(actions)} planned actions", actions,
                                                   section="plan")])
         try:
-            self.prepared = prepare(cni, ctx.artifacts, kube_proxy_remove=ctx.params.kubespray.kube_proxy_remove)
+            self.prepared = prepare(cni, ctx.artifacts, kube_proxy_remove=ctx.params.kubespray.kube_proxy_remove,
+                                    pod_network=ctx.params.kubespray.kube_pods_subnet)
         except CniError as exc:
             plan.findings += findings_of(exc, cni)
             return plan

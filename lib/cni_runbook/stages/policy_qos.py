@@ -19,6 +19,7 @@ import pandas as pd
 
 from cni_runbook import display
 from cni_runbook.checks import Check, Status
+from cni_runbook.cni.profiles import policy_enforcement
 from cni_runbook.policy import verify, workloads
 from cni_runbook.qos import antrea as qos_antrea
 from cni_runbook.qos import audit, bandwidth
@@ -107,15 +108,20 @@ class PolicyQosStage(Stage):
 
         params = ctx.params
         kube = Kube.from_kubeconfig(self.target.kubeconfig, self.target.context)
+        # a CNI without NetworkPolicy enforcement (flannel) is said so before anything is probed
+        self.enforcement = policy_enforcement(params.cni.profile, params.policy.accept_no_enforcement)
+        ctx.write_artifact("policy-enforcement.json", self.enforcement.record())
+        print(self.enforcement.message)
         try:
-            self.policy_run = verify.run(kube, params.policy, workloads.probe_image(params, self.target),
-                                         ctx.artifacts / "records", progress=print)
-            run = self.policy_run
-            ctx.write_artifact("policy-results.json", {
-                "baseline": run.baseline.record() if run.baseline else None,
-                "sets": [r.record() for r in run.results], "kept": run.kept, "removed": run.removed,
-                "error": run.error})
-            ctx.write_artifact("policy-summary.csv", verify.summary_frame(run.results))
+            if self.enforcement.probe:
+                self.policy_run = verify.run(kube, params.policy, workloads.probe_image(params, self.target),
+                                             ctx.artifacts / "records", progress=print)
+                run = self.policy_run
+                ctx.write_artifact("policy-results.json", {
+                    "baseline": run.baseline.record() if run.baseline else None,
+                    "sets": [r.record() for r in run.results], "kept": run.kept, "removed": run.removed,
+                    "error": run.error})
+                ctx.write_artifact("policy-summary.csv", verify.summary_frame(run.results))
             if params.qos.enabled:
                 self.bandwidth_run = bandwidth.measure(kube, params.qos, bandwidth.iperf3_image(params, self.target),
                                                        ctx.artifacts / "records" / "qos.jsonl", progress=print)
@@ -129,7 +135,9 @@ class PolicyQosStage(Stage):
     def outcome(self, params: Any) -> Outcome:
         """The applied outcome from the four sources' results (no cluster needed to compute it)."""
         run = self.policy_run
-        checks = [Check.coerce(c) for c in run.checks()]
+        enforcement = getattr(self, "enforcement", None) or policy_enforcement(params.cni.profile,
+                                                                              params.policy.accept_no_enforcement)
+        checks = [Check.coerce(c) for c in enforcement.checks(run)]
         bw_checks = self.bandwidth_run.checks if self.bandwidth_run else []
         checks += [Check.coerce(c.check()) for c in bw_checks]
         if self.cni_audit is not None:
@@ -138,24 +146,28 @@ class PolicyQosStage(Stage):
             checks += [Check(f"antrea {r['check']}", r["status"], r["fix"] or str(r["value"]))
                        for r in self.antrea_checks.to_dict("records")]
         failed = [c.name for c in checks if c.status == Status.FAILED]
-        summary = run.summary + (f"; {bandwidth.summarize(bw_checks)}" if self.bandwidth_run else "")
+        summary = enforcement.summary(run) + (f"; {bandwidth.summarize(bw_checks)}" if self.bandwidth_run else "")
         summary += f"; failed: {', '.join(failed)}" if failed else ""
-        return Outcome(Status.FAILED if failed else Status.PASSED, summary, checks,
-                       {"sets": len(run.results), "kept": run.kept, "removed": run.removed}, self._views())
+        data = {"sets": len(run.results), "kept": run.kept, "removed": run.removed} if run else {"sets": 0}
+        return Outcome(Status.FAILED if failed else Status.PASSED, summary, checks, data, self._views(enforcement))
 
-    def _views(self) -> list[View]:
+    def _views(self, enforcement: Any = None) -> list[View]:
         run = self.policy_run
-        views = [View("layout pods as deployed", run.placement(), section="policy"),
-                 View(run.summary if not run.error else run.error, verify.summary_frame(run.results),
-                      section="policy")]
-        if run.results:
+        views = [View("NetworkPolicy enforcement of this CNI", [enforcement.row()], section="policy")] if enforcement else []
+        if run is None:
+            views.append(View("truth tables not run: " + enforcement.message.split(". ")[0], [], section="policy"))
+        else:
+            views += [View("layout pods as deployed", run.placement(), section="policy"),
+                      View(run.summary if not run.error else run.error, verify.summary_frame(run.results),
+                           section="policy")]
+        if run is not None and run.results:
             views.append(View("enforcement", display.plot_enforcement(verify.summary_frame(run.results)), "object",
                               "policy"))
-        if run.results:
+        if run is not None and run.results:
             views.append(View("share", display.heatmap(verify.correct_share(run.results),
                                                        caption="share of pairs as expected (1.0 = all)"),
                               "object", "matrices"))
-        for r in run.results:
+        for r in (run.results if run is not None else []):
             for m in r.matrices:
                 views += [View(r.name, verify.styled_matrix(m.expected, f"{r.name} {m.label}: expected"), "object",
                                "matrices"),

@@ -49,7 +49,9 @@ class PreflightPlan:
 
 
 def preflight_profile(params: Any) -> str:
-    return params.cluster.preflight.profile or params.cni.profile
+    """``cluster.preflight.profile``, else ``cni.profile`` when preflight knows it, else ``generic``."""
+    chosen = params.cluster.preflight.profile or params.cni.profile
+    return chosen if chosen in PROFILES else "generic"
 
 
 def applicable_checks(profile: str, groups: tuple[str, ...]) -> list[str]:

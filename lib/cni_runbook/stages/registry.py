@@ -135,7 +135,8 @@ def _cni(p) -> list[dict[str, str]]:
     elif src.kind == "file":
         origin = src.path
     else:
-        origin = f"helm chart {src.helm.chart} {src.helm.version or ''} from {src.helm.repository_url}"
+        origin = (f"local helm chart {src.helm.path}" if src.helm.path else
+                  f"helm chart {src.helm.chart} {src.helm.version or ''} from {src.helm.repository_url}")
     out = [_action("fetch", cni.profile, origin)]
     if cni.config:
         out.append(_action("render", "config", f"override {', '.join(sorted(cni.config))}"))

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..cni.profiles import FACTS as PROFILE_FACTS
 from ..kube import Kube
 from .perf import PerfConfig, run_perf
 from .probe import Command, Probe, ProbeResult, run_batches, run_probes
@@ -46,8 +47,8 @@ Progress = Callable[[str], None]
 KUBELET_PORT = 10250
 KUBE_PROXY_HEALTHZ_PORT = 10256
 
-#: the CNI agent DaemonSet per cni.profile ("namespace/name")
-CNI_AGENTS = {"antrea": "kube-system/antrea-agent", "lab": "kube-system/kube-router"}
+#: the CNI agent DaemonSet per cni.profile ("namespace/name"), from the profiles' facts
+CNI_AGENTS = {name: facts.agent for name, facts in PROFILE_FACTS.items() if facts.agent}
 
 #: every test family, in display order, with what it proves
 FAMILIES = {
