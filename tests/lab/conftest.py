@@ -42,10 +42,11 @@ class LabSession:
         self.cfg = LabConfig()
         self.has_cni = False
 
-    def fresh(self) -> LabConfig:
+    def fresh(self, cni: str = "kube-router") -> LabConfig:
+        """A newly started cluster without a CNI, prepared for ``cni`` (kube-router or flannel)."""
         if cluster.phase(self.cfg) != "down":
             cluster.down(self.cfg, progress=_say)
-        cluster.up(self.cfg, progress=_say)
+        cluster.up(self.cfg, progress=_say, cni=cni)
         self.has_cni = False
         return self.cfg
 

@@ -147,3 +147,81 @@ def test_stage04_verdict_on_a_cni_without_enforcement_is_never_a_pass():
 def test_flannel_profile_needs_a_source():
     with pytest.raises(Exception, match=r"profile 'flannel' needs cni.source"):
         Cni(profile="flannel")
+
+
+# --------------------------------------------------------------------------- Helm sources and Kubespray's Helm mode
+
+
+def _helm(**fields):
+    from cni_runbook.params.schema import HelmChart
+
+    return HelmChart(**fields)
+
+
+def test_helm_source_is_a_local_chart_or_a_repository():
+    assert _helm(path="/charts/kube-flannel").repository_url is None
+    with pytest.raises(Exception, match=r"needs either path .* or repository_url and chart"):
+        _helm(chart="kube-flannel")
+    with pytest.raises(Exception, match=r"a local chart \(helm.path\) does not use: helm.repository_url"):
+        _helm(path="/c", repository_url="https://charts.example.org")
+    with pytest.raises(Exception, match=r"plain_http applies to oci://"):
+        _helm(repository_url="https://charts.example.org", chart="c", plain_http=True)
+
+
+@needs_fixtures
+def test_local_chart_folder_and_packed_chart_give_the_same_chart(tmp_path):
+    from cni_runbook.cni import sources
+
+    folder = sources.helm_chart(_helm(path=str(CHART)), tmp_path / "a")
+    assert folder.kind == "helm-local" and folder.path.name == "flannel-v0.28.4.tgz"
+    packed = sources.helm_chart(_helm(path=str(folder.path), values={"podCidr": PODS}), tmp_path / "b")
+    assert packed.kind == "helm-local" and packed.sha256 == folder.sha256
+    assert packed.details["chart"] == "flannel" and packed.details["version"] == "v0.28.4"
+    assert yaml.safe_load((tmp_path / "b" / packed.details["values_file"]).read_text()) == {"podCidr": PODS}
+    (tmp_path / "junk.tgz").write_bytes(b"not a tar")
+    with pytest.raises(Exception, match=r"junk.tgz: not a gzip tar archive"):
+        sources.helm_chart(_helm(path=str(tmp_path / "junk.tgz")), tmp_path / "c")
+
+
+def test_oci_pull_names_plain_http_when_the_registry_has_no_tls(tmp_path, monkeypatch):
+    from cni_runbook.cni import sources
+    from cni_runbook.cni.errors import SourceError
+
+    helm = tmp_path / "helm"
+    helm.write_text("#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/args\"\n"
+                    "echo 'Error: failed to do request: Head \"https://10.99.3.1:5000/v2/charts/flannel/manifests/v0.28.4\": "
+                    "http: server gave HTTP response to HTTPS client' >&2\nexit 1\n")
+    helm.chmod(0o755)
+    monkeypatch.setenv("CNI_RUNBOOK_HELM", str(helm))
+    with pytest.raises(SourceError, match=r"helm pull failed: .*HTTPS client; the registry speaks plain HTTP: "
+                                          r"set cni.source.helm.plain_http: true"):
+        sources.helm_chart(_helm(repository_url="oci://10.99.3.1:5000/charts", chart="flannel", version="v0.28.4"),
+                           tmp_path / "a")
+    with pytest.raises(SourceError):
+        sources.helm_chart(_helm(repository_url="oci://10.99.3.1:5000/charts", chart="flannel", version="v0.28.4",
+                                 plain_http=True), tmp_path / "b")
+    args = (tmp_path / "args").read_text().split()
+    assert args[:2] == ["pull", "oci://10.99.3.1:5000/charts/flannel"] and "--plain-http" in args
+
+
+def test_kubespray_helm_mode_variables_come_from_the_params(tmp_path):
+    from cni_runbook.cni.custom_cni import chart_args_for, chart_vars
+
+    values_file = tmp_path / "site-values.yaml"
+    values_file.write_text("podCidr: 10.244.0.0/16\nflannel: {backend: vxlan, args: [--ip-masq]}\n")
+    helm = _helm(repository_url="http://10.99.3.1:8879/charts", chart="flannel", version="v0.28.4",
+                 release_name="flannel", values_files=[str(values_file)],
+                 values={"podCidr": PODS, "flannel": {"image": {"repository": f"{MIRROR}/flannel"}}})
+    variables = chart_vars(**chart_args_for(helm, namespace="kube-flannel"))
+    assert variables["custom_cni_chart_release_name"] == "flannel"
+    assert variables["custom_cni_chart_repository_name"] == "flannel"
+    assert variables["custom_cni_chart_repository_url"] == "http://10.99.3.1:8879/charts"
+    assert variables["custom_cni_chart_ref"] == "flannel/flannel" and variables["custom_cni_chart_version"] == "v0.28.4"
+    assert variables["custom_cni_chart_namespace"] == "kube-flannel"
+    assert variables["custom_cni_chart_values"] == {
+        "podCidr": PODS, "flannel": {"backend": "vxlan", "args": ["--ip-masq"], "image": {"repository": f"{MIRROR}/flannel"}}}
+    with pytest.raises(SettingsError, match=r"helm-apps role adds it with `helm repo add`, which refuses oci://"):
+        chart_args_for(_helm(repository_url="oci://10.99.3.1:5000/charts", chart="flannel", version="v0.28.4"),
+                       namespace="kube-system")
+    with pytest.raises(SettingsError, match=r"a local chart .* needs route direct"):
+        chart_args_for(_helm(path=str(tmp_path)), namespace="kube-system")

@@ -126,6 +126,56 @@ def chart_vars(
     }
 
 
+def chart_args_for(helm: Any, *, namespace: str) -> dict[str, Any]:
+    """:func:`chart_vars` arguments (Helm mode's ``custom_cni_chart_*``) from the params'
+    ``cni.source.helm`` and ``cni.namespace``.
+
+    Kubespray v2.31 installs the chart with its helm-apps role: ``helm repo add`` of
+    ``repository_url`` (so an https:// or http:// chart repository with an index.yaml: helm refuses
+    ``oci://`` there, and the role passes no ``--plain-http`` or CA file), then ``helm upgrade
+    --install <repository_name>/<chart>``. ``values_files`` are merged under ``values`` (Kubespray
+    takes one mapping, ``custom_cni_chart_values``).
+    """
+    problems = []
+    if helm.path is not None:
+        problems.append(f"cni.source.helm.path: route kubespray_custom_cni installs a chart from a chart repository "
+                        f"(Kubespray's helm-apps runs `helm repo add`); a local chart ({helm.path}) needs route direct")
+    elif str(helm.repository_url).startswith("oci://"):
+        problems.append(f"cni.source.helm.repository_url: {helm.repository_url}: Kubespray v2.31's helm-apps role adds it "
+                        "with `helm repo add`, which refuses oci:// registries; mirror the chart into an http(s) "
+                        "chart repository (index.yaml), or use route direct (which pulls oci:// charts)")
+    if not helm.version:
+        problems.append("cni.source.helm.version: Kubespray needs custom_cni_chart_version (e.g. v0.28.4)")
+    if helm.ca_file or helm.plain_http:
+        problems.append("cni.source.helm.ca_file/plain_http: Kubespray's helm-apps role passes neither to helm")
+    if problems:
+        raise SettingsError(problems)
+    values: dict[str, Any] = {}
+    for path in helm.values_files:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, Mapping):
+            raise SettingsError(f"{path}: a values file must hold a mapping, got {type(loaded).__name__}")
+        values = _deep_merge(values, loaded)
+    values = _deep_merge(values, dict(helm.values or {}))
+    return {"release_name": helm.release_name, "repository_name": helm.repository_name or helm.chart,
+            "repository_url": helm.repository_url, "chart": helm.chart, "version": helm.version,
+            "namespace": namespace, "values": values}
+
+
+def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+    return out
+
+
+def helm_release_secret(release: str, namespace: str, revision: int = 1) -> Manifest:
+    """The Secret in which helm records a release (``sh.helm.release.v1.<release>.v<revision>``):
+    an API object a Helm-mode install creates besides the chart's own, for the apply record."""
+    return Manifest(f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: sh.helm.release.v1.{release}.v{revision}\n"
+                    f"  namespace: {namespace}\n", f"helm release {namespace}/{release}")
+
+
 class Unsafe(str):
     """A string Ansible must not template: written as ``!unsafe "..."`` by :func:`group_vars_yaml`."""
 

@@ -123,6 +123,13 @@ _COREDNS_COMMIT = "f32329577fd5e3fe19908f8a9ba5c76aafb45bf6"  # tag v1.12.4
 _KUBE_ROUTER_MODULE = "github.com/cloudnativelabs/kube-router/v2"
 _KUBE_ROUTER_DATE = "2024-03-03T05:25:26Z"  # release time of v2.1.0 on the module proxy
 _FLANNEL_MODULE = "github.com/flannel-io/flannel"
+#: flanneld links the TencentCloud VPC backend; the module proxy refuses the SDK versions flannel's
+#: go.mod asks for (vpc v1.3.188, common v1.3.79: 403) but serves these, which that backend's code
+#: (the same in v0.28.4 and v0.28.10) compiles against. The lab uses the vxlan backend.
+_FLANNEL_REPLACE = {
+    "github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/common": "v1.3.190",
+    "github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/vpc": "v1.3.75",
+}
 _CNI_PLUGINS_MODULE = "github.com/containernetworking/plugins"
 #: reference plugin -> its package in containernetworking/plugins
 _REFERENCE_PLUGIN_PACKAGES = {
@@ -503,16 +510,15 @@ def _flannel_recipe(version: str, progress: Progress) -> Recipe:
     behind iptables-wrapper, iproute2, an alpine shell. Here: the same paths, Debian's legacy
     iptables (the lab's kube-proxy mode) and the toolbox's sh/cp.
     """
-    flanneld = go_binary(
-        "flanneld", _FLANNEL_MODULE, version, progress=progress, cgo=True,
-        ldflags=f"-s -w -X {_FLANNEL_MODULE}/pkg/version.Version={version}",
-        expected_minutes=6,
-    )
-    files: list[tuple[Path, str]] = [(flanneld, "/opt/bin/flanneld")]
+    packages = {"flanneld": _FLANNEL_MODULE}
     if _has_install_conf(version):
-        install_conf = go_binary("install-conf", f"{_FLANNEL_MODULE}/cmd/install_conf", version,
-                                 module=_FLANNEL_MODULE, progress=progress, expected_minutes=1)
-        files.append((install_conf, "/opt/bin/install-conf"))
+        packages["install-conf"] = f"{_FLANNEL_MODULE}/cmd/install_conf"
+    built = go_binaries(
+        "flannel", packages, version, module=_FLANNEL_MODULE, progress=progress, cgo=True,
+        ldflags=f"-s -w -X {_FLANNEL_MODULE}/pkg/version.Version={version}",
+        expected_minutes=8, replace=_FLANNEL_REPLACE,
+    )
+    files: list[tuple[Path, str]] = [(built[binary], f"/opt/bin/{binary}") for binary in packages]
     iptables_files, iptables_links = _xtables_legacy()
     return Recipe(
         name=f"flannel-{version}",
@@ -523,7 +529,9 @@ def _flannel_recipe(version: str, progress: Progress) -> Recipe:
         directories=(("/etc/kube-flannel", 0o755), ("/run/flannel", 0o755)),
         entrypoint=("/opt/bin/flanneld",),
         labels=(
-            ("io.cnilab.built-from", f"{_FLANNEL_MODULE}@{version} (Go module proxy)"),
+            ("io.cnilab.built-from", f"{_FLANNEL_MODULE}@{version} (Go module proxy; TencentCloud SDK pinned to "
+                                     + ", ".join(f"{m.rsplit('/', 1)[-1]} {v}" for m, v in sorted(_FLANNEL_REPLACE.items()))
+                                     + ")"),
             ("io.cnilab.iptables-backend", "legacy"),
         ),
     )
@@ -597,6 +605,7 @@ def go_binary(
     progress: Progress = print,
     expected_minutes: int = 5,
     cgo: bool = False,
+    replace: Mapping[str, str] | None = None,
 ) -> Path:
     """Build ``package@version`` with ``go install`` once; return the cached binary.
 
@@ -605,7 +614,7 @@ def go_binary(
     image recipe copies the shared libraries ``ldd`` names).
     """
     return go_binaries(name, {name: package}, version, module=module or package, ldflags=ldflags,
-                       progress=progress, expected_minutes=expected_minutes, cgo=cgo)[name]
+                       progress=progress, expected_minutes=expected_minutes, cgo=cgo, replace=replace)[name]
 
 
 def go_binaries(
@@ -618,11 +627,14 @@ def go_binaries(
     progress: Progress = print,
     expected_minutes: int = 5,
     cgo: bool = False,
+    replace: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
     """Build several main packages of one module at ``version`` in one ``go install``, once.
 
     ``packages`` maps binary name -> package; the binaries land in
-    ``<build cache>/<name>-<version>/bin/``; returns binary name -> path.
+    ``<build cache>/<name>-<version>/bin/``; returns binary name -> path. ``replace`` (module
+    path -> version) pins dependencies the module proxy does not serve at the required version:
+    the build then runs in a throwaway module requiring ``module`` at ``version``.
     """
     target_dir = build_cache_dir() / f"{name}-{version}"
     binaries = {binary: target_dir / "bin" / binary for binary in packages}
@@ -633,12 +645,24 @@ def go_binaries(
     partial = target_dir.with_name(target_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     (partial / "bin").mkdir(parents=True)
-    argv = ["go", "install", "-trimpath", "-ldflags", ldflags, *(f"{pkg}@{version}" for pkg in packages.values())]
     log = build_cache_dir() / f"{name}-{version}.log"
-    what = f"go install {' '.join(packages.values())}@{version}"
     try:
         with tempfile.TemporaryDirectory(prefix="cnilab-go-") as workdir:  # outside any module
-            _run_go(argv, Path(workdir), log, what, {"GOBIN": str(partial / "bin")}, cgo=cgo)
+            if replace:
+                # `go install pkg@version` ignores replace directives: build inside a module of our own
+                # that requires the module at ``version`` and pins the replaced dependencies.
+                lines = [f"module cnilab.local/{name}-build", "", "go 1.25.0", "", f"require {module} {version}", ""]
+                lines += [f"replace {path} => {path} {pinned}" for path, pinned in sorted(replace.items())]
+                (Path(workdir) / "go.mod").write_text("\n".join(lines) + "\n")
+                argv = ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(partial / "bin") + "/",
+                        *packages.values()]
+                what = f"go build {' '.join(packages.values())} ({module} {version}, replaced: {', '.join(sorted(replace))})"
+                _run_go(argv, Path(workdir), log, what, {"GOFLAGS": "-mod=mod -buildvcs=false"}, cgo=cgo)
+            else:
+                argv = ["go", "install", "-trimpath", "-ldflags", ldflags,
+                        *(f"{pkg}@{version}" for pkg in packages.values())]
+                what = f"go install {' '.join(packages.values())}@{version}"
+                _run_go(argv, Path(workdir), log, what, {"GOBIN": str(partial / "bin")}, cgo=cgo)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

