@@ -154,7 +154,7 @@ def _helm_env(tmp: Path) -> dict:
             "HELM_DATA_HOME": str(tmp / "data")}
 
 
-def test_helm_route_installs_the_vendor_chart_from_the_lab_registry_oci(flannel_lab, kube, helm, tmp_path):
+def test_helm_route_installs_the_vendor_chart_from_the_lab_registry_oci(flannel_lab, kube, helm, tmp_path, monkeypatch):
     tool = str(helm / "helm")
     packed = subprocess.run([tool, "package", str(CHART), "-d", str(tmp_path)], capture_output=True, text=True,
                             env=_helm_env(tmp_path), check=True)
@@ -166,9 +166,7 @@ def test_helm_route_installs_the_vendor_chart_from_the_lab_registry_oci(flannel_
     cni = Cni(profile="flannel", version="v0.28.4", namespace="kube-system", image_registry=MIRROR,
               source={"kind": "helm", "helm": {"repository_url": oci, "chart": "flannel", "version": "v0.28.4",
                                                "release_name": "flannel", "plain_http": True}})
-    import os
-
-    os.environ.setdefault("CNI_RUNBOOK_HELM", tool)
+    monkeypatch.setenv("CNI_RUNBOOK_HELM", tool)  # helm pull of the oci:// chart
     prepared = engine.prepare(cni, tmp_path / "art", pod_network="10.233.64.0/18", helm=tool)
     assert prepared.source.kind == "helm-repo" and prepared.source.details["plain_http"] is True
     assert set(prepared.images()) == {f"{MIRROR}/flannel-cni-plugin:v1.9.1-flannel1", f"{MIRROR}/flannel:v0.28.4"}

@@ -351,3 +351,31 @@ def test_failed_go_build_points_at_its_log(tmp_path, monkeypatch):
     with pytest.raises(images.ImageBuildError, match=r"(?s)failed \(exit 1\); full log: .*coredns-v9\.log.*403"):
         images.go_binary("coredns", "example.org/m", "v9", progress=lambda _: None)
     assert sorted(p.name for p in (tmp_path / "cache/cni-runbook/build").iterdir()) == ["coredns-v9.log"]
+
+
+def test_flannel_image_set_names_what_the_vendor_manifests_reference():
+    assert images.images_for("kube-router") == images.IMAGE_NAMES
+    assert set(images.images_for("flannel")) - set(images.IMAGE_NAMES) == set(images.FLANNEL_IMAGE_NAMES)
+    assert images.image_ref("flannel-v0.28.4") == "registry.cnilab.local:5000/flannel-io/flannel:v0.28.4"
+    assert images.image_ref("flannel-v0.28.10") == "registry.cnilab.local:5000/flannel-io/flannel:v0.28.10"
+    # v0.28.4's kube-flannel.yml names -flannel1, v0.28.9's (v0.28.10's shape) -flannel3: both are pushed
+    assert images.image_tag("flannel-cni-plugin") == "v1.9.1-flannel1"
+    assert images.extra_tags("flannel-cni-plugin") == ("v1.9.1-flannel3",) and images.extra_tags("pause") == ()
+    assert not images._has_install_conf("v0.28.4") and images._has_install_conf("v0.28.10")
+    with pytest.raises(KeyError, match="unknown lab CNI 'calico'"):
+        images.images_for("calico")
+
+
+def test_go_binaries_with_replaced_dependencies_build_in_a_module_of_their_own(tmp_path, monkeypatch):
+    # the stub records its working directory's go.mod and "builds" into the -o folder
+    _stub_go(tmp_path, monkeypatch, 'cp go.mod "$XDG_CACHE_HOME/go.mod"; echo "$@" >> "$XDG_CACHE_HOME/calls"\n'
+                                    'for last; do :; done; out=$(echo "$@" | sed "s/.* -o \\([^ ]*\\) .*/\\1/")\n'
+                                    'printf f > "${out}flannel"; printf i > "${out}install_conf"\n')
+    built = images.go_binaries("flannel", {"flanneld": "example.org/flannel", "install-conf": "example.org/flannel/cmd/install_conf"},
+                               "v9.9.9", module="example.org/flannel", progress=lambda _: None,
+                               replace={"example.org/sdk/vpc": "v1.3.75"})
+    assert built["flanneld"].read_text() == "f" and built["install-conf"].read_text() == "i"
+    gomod = (tmp_path / "cache" / "go.mod").read_text()
+    assert "require example.org/flannel v9.9.9" in gomod
+    assert "replace example.org/sdk/vpc => example.org/sdk/vpc v1.3.75" in gomod
+    assert (tmp_path / "cache" / "calls").read_text().startswith("build -trimpath")
