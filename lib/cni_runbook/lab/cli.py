@@ -16,11 +16,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(as Kubespray leaves it with kube_network_plugin: none). Needs root.",
     )
     sub = lab.add_subparsers(dest="lab_command", required=True, metavar="COMMAND")
-    b = sub.add_parser("build", help="build (or reuse) the Kubernetes binaries and every lab image "
-                                      "(kube-router's and flannel's sets, and the reference CNI plugins)")
+    b = sub.add_parser("build", help="build (or reuse) the Kubernetes binaries and the lab images")
     b.add_argument("--force", action="store_true", help="rebuild even when cached")
-    b.add_argument("--cni", choices=cluster_cnis(), default=None,
-                   help="build only what a lab with this CNI needs (default: every set)")
+    b.add_argument("--cni", choices=(*cluster_cnis(), "all"), default="kube-router",
+                   help="build what a lab with this CNI needs (default kube-router; flannel adds its images "
+                        "and the reference CNI plugins; all: every set)")
     u = sub.add_parser("up", help="bring the lab up (a no-op when it is already up)")
     u.add_argument("--hosts-only", action="store_true",
                    help="stop after the bare hosts (namespaces + sshd), before Kubernetes")
@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     if cmd == "build":
         started = time.monotonic()
         build(force=args.force)
-        names = images.images_for(args.cni) if args.cni else images.ALL_IMAGE_NAMES
+        names = images.ALL_IMAGE_NAMES if args.cni == "all" else images.images_for(args.cni)
         build_images(force=args.force, names=names)
-        if args.cni in (None, "flannel"):
+        if args.cni in ("all", "flannel"):
             images.reference_cni_plugins()
         print(f"[build] lab build done in {time.monotonic() - started:.0f}s")
         return 0
