@@ -225,3 +225,10 @@ def test_kubespray_helm_mode_variables_come_from_the_params(tmp_path):
                        namespace="kube-system")
     with pytest.raises(SettingsError, match=r"a local chart .* needs route direct"):
         chart_args_for(_helm(path=str(tmp_path)), namespace="kube-system")
+
+
+def test_lifecycle_facts_agree_with_the_profiles_on_enforcement():
+    from cni_runbook.lifecycle import profiles as lifecycle
+
+    for profile in ("antrea", "lab", "flannel"):
+        assert lifecycle.facts(profile).enforces_network_policy is get_profile(profile).enforces_network_policy
