@@ -89,8 +89,14 @@ def browser():
 
 def _run_all(page, lab, name: str, timeout_s: float = 300) -> None:
     """Open a notebook, wait for its kernel, run every cell, wait until none is still running."""
-    page.goto(f"{lab['base']}/lab/tree/{name}?token={lab['token']}", wait_until="domcontentloaded")
-    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+    # a workspace of its own per notebook, reset: the default workspace would restore the
+    # notebook an earlier test opened, and that one could be the current widget
+    workspace = Path(name).stem.replace("_", "-")
+    page.goto(f"{lab['base']}/lab/workspaces/{workspace}/tree/{name}?reset&token={lab['token']}",
+              wait_until="domcontentloaded")
+    page.wait_for_function(f"() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                           f" && window.jupyterapp.shell.currentWidget.context"
+                           f" && window.jupyterapp.shell.currentWidget.context.path === {name!r}"
                            " && window.jupyterapp.shell.currentWidget.sessionContext"
                            " && window.jupyterapp.shell.currentWidget.sessionContext.session"
                            " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel", timeout=90_000)
