@@ -232,6 +232,13 @@ class _Signals:
     def __init__(self) -> None:
         self.received: str | None = None
         self._previous: dict[int, Any] = {}
+        self._finalising = False
+
+    def finalising(self) -> None:
+        """The stages are over and the record is being finalised: from now on a signal is noted
+        in the log, never raised, so the record ends complete and verifiable."""
+        self._finalising = True
+        signal.alarm(0)
 
     def __enter__(self) -> _Signals:
         try:
@@ -242,6 +249,9 @@ class _Signals:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if self._finalising:
+            log.warning("%s: the stages are over; finishing the run's record first", signal.Signals(signum).name)
+            return
         first = self.received is None
         self.received = signal.Signals(signum).name
         kernels = _kernel_pids() if first else []
@@ -471,6 +481,7 @@ class Run:
                         break
             except KeyboardInterrupt as exc:  # a signal between stages
                 signals.received = signals.received or (exc.args[0] if exc.args else "SIGINT")
+            signals.finalising()
             failed = any(o.status == "failed" for o in outcomes)
             interrupted = bool(signals.received) or any(o.status == "interrupted" for o in outcomes)
             self.record["status"] = ("interrupted" if interrupted else "failed" if failed else

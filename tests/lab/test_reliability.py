@@ -122,7 +122,7 @@ def test_a_frozen_api_server_fails_the_step_within_its_timeout(lab, kube):
 
 
 def test_a_short_api_server_restart_during_the_cni_install_is_ridden_out(lab, tmp_path):
-    from cni_runbook.cni import install as engine
+    from cni_runbook import cni as engine
     from cni_runbook.lab.images import LAB_REGISTRY
     from cni_runbook.params.schema import Cni
 

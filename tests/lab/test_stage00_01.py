@@ -45,6 +45,8 @@ def preflight(cfg, tmp_path, sets=()):
     ctx = open_stage("00_preflight", [str(LAB_FILE)], list(sets), tmp_path / "run", False)
     stage = PreflightStage(ctx, cfg)
     stage.outcome_ = stage.run_apply(stage.run_plan())
+    if getattr(ctx, "lock", None) is not None:  # a stage run outside the runner: give its cluster lock up
+        ctx.lock.release()
     return ctx, stage
 
 

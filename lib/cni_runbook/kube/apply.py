@@ -134,6 +134,7 @@ class Applier:
                 raise ApplyError(message) from exc
             done.append(applied)
             if record is not None:
+                Path(record).parent.mkdir(parents=True, exist_ok=True)
                 with open(record, "a") as f:
                     f.write(json.dumps(asdict(applied)) + "\n")
             self.progress(f"[{index}/{len(objects)}] {applied.ref}: {applied.action}")
