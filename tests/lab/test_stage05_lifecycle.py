@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cni_runbook.lab import cluster
 from cni_runbook.lifecycle import stage as lifecycle_stage
 from cni_runbook.state import open_stage
 
@@ -26,7 +27,11 @@ QUICK = ["validation.tests=pod-to-pod/", "validation.perf=false",  # a short bef
 
 @pytest.fixture(scope="module")
 def kube(lab):
-    lab.with_cni()
+    cfg = lab.with_cni()
+    # an earlier module may have installed the lab CNI another way (kubectl through the Kubespray
+    # double): apply it again through the runbook's engine, so this run's field manager owns it
+    # and stage 05 reads the installation as the runbook's own
+    cluster.install_cni(cfg, progress=print)
     k = lab.kube()
     yield k
     k.close()
