@@ -17,6 +17,7 @@ too: exit 1, each finding named by params key and the file that set it); stop in
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -120,7 +121,7 @@ def findings_table(findings: list[Finding]) -> list[dict[str, str]]:
                                             "expected": ""}]
 
 
-class Stage:
+class Stage(abc.ABC):
     """Base of every stage (see module docstring). One instance per stage execution."""
 
     #: True if ``apply`` touches a cluster; the base takes the cluster lock around ``apply`` then.
@@ -133,11 +134,13 @@ class Stage:
         self.ctx = ctx
 
     # -- what a stage writes ----------------------------------------------------------------
-    def plan(self, ctx: Any) -> Plan:  # pragma: no cover - every stage overrides it
-        raise NotImplementedError
+    @abc.abstractmethod
+    def plan(self, ctx: Any) -> Plan:
+        """Everything the stage would do, rendered, with the findings that would stop the apply."""
 
-    def apply(self, ctx: Any, plan: Plan) -> Outcome:  # pragma: no cover - every stage overrides it
-        raise NotImplementedError
+    @abc.abstractmethod
+    def apply(self, ctx: Any, plan: Plan) -> Outcome:
+        """Do what ``plan`` says and return the outcome (never called in plan mode or on a blocked plan)."""
 
     def planned(self, ctx: Any, plan: Plan) -> Outcome:
         """The outcome in plan mode (when nothing blocks)."""
