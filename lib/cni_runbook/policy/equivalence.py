@@ -76,17 +76,8 @@ def representative_ports(
                         named(p.name, rule.protocol)
                     else:
                         span(rule.protocol, p.low, p.high)
-    for np_ in k8s:
-        for rule in np_.ingress + np_.egress:
-            for spec in rule.ports:
-                if isinstance(spec.port, str):
-                    named(spec.port, spec.protocol)
-                elif spec.port is None:
-                    points.setdefault(spec.protocol, set())
-                else:
-                    span(spec.protocol, spec.port, spec.end_port or spec.port)
-    for ap in antrea:
-        for rule in ap.ingress + ap.egress:
+    for policy in (*k8s, *antrea):  # both models give rules with ports (port, protocol, end_port)
+        for rule in policy.ingress + policy.egress:
             for spec in rule.ports:
                 if isinstance(spec.port, str):
                     named(spec.port, spec.protocol)
