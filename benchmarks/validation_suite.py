@@ -123,12 +123,12 @@ def bench_suite(kube: Kube) -> None:
 
 def bench_policy(kube: Kube) -> None:
     from cni_runbook.params.schema import Params
-    from cni_runbook.policy import verify
+    from cni_runbook.policy import flow
 
     params = Params(policy={"scenarios": ["all"], "enforcement_timeout_s": 45})
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        run = verify.run(kube, params.policy, image_ref("agnhost"), Path(tmp))
+        run = flow.run(kube, params.policy, image_ref("agnhost"), Path(tmp))
     wall = time.monotonic() - started
     probes = sum(r.probes_run for r in [run.baseline, *run.results] if r is not None)
     print(f"stage 04 policy part: {wall:.1f}s wall; {run.summary}; {probes} probes  "

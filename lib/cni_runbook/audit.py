@@ -383,7 +383,7 @@ def junit_xml(suite: str, cases: list[dict[str, Any]]) -> str:
 
     failures = sum(c["status"] == "failed" for c in cases)
     skipped = sum(c["status"] in ("skipped", "planned") for c in cases)
-    lines = [f'<?xml version="1.0" encoding="UTF-8"?>',
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>',
              f"<testsuite name={quoteattr(suite)} tests=\"{len(cases)}\" failures=\"{failures}\" "
              f"skipped=\"{skipped}\" timestamp={quoteattr(now())}>"]
     for case in cases:

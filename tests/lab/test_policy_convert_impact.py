@@ -16,7 +16,7 @@ import yaml
 
 from cni_runbook.cli import main
 from cni_runbook.params.schema import Params
-from cni_runbook.policy import equivalence, impact, scenarios, verify, workloads
+from cni_runbook.policy import equivalence, impact, scenarios, sets, verify, workloads
 from cni_runbook.policy.convert import EXACT, convert
 from cni_runbook.provision import lab as lab_target
 
@@ -47,7 +47,7 @@ def deployed(kube, tmp_path_factory):
     layout = {"ports": [80, 81], "protocols": ["TCP"],
               "namespaces": {ns: {"labels": {"ns": ns}, "pods": ["a", "b", "c"]} for ns in ("x", "y", "z")}}
     params = Params(policy={"enforcement_timeout_s": 45, "layout": layout})
-    layout = verify.layout_for(params.policy)
+    layout = sets.layout_for(params.policy)
     record = tmp_path_factory.mktemp("policy-issue15")
     image = workloads.probe_image(params, lab_target.target(require_up=False))
     deployment = workloads.deploy(kube, layout, image, record / "workloads.jsonl", progress=_say)
@@ -69,8 +69,8 @@ def test_exact_k8s_conversion_is_proven_and_verified_live(deployed):
     proof = equivalence.check(deployment.cluster, source, conversion)  # the live pods and IPs
     _say(proof.summary)
     assert proof.proven
-    policy_set = verify.PolicySet("calico-converted", "exact Kubernetes output of Calico policies",
-                                  tuple(conversion.k8s), verify.layout_probes(layout), "converted",
+    policy_set = sets.PolicySet("calico-converted", "exact Kubernetes output of Calico policies",
+                                  tuple(conversion.k8s), sets.layout_probes(layout), "converted",
                                   (False,) * len(conversion.k8s))
     result = verifier.verify(policy_set)
     _say(f"calico-converted: {result.summary}")
@@ -81,7 +81,7 @@ def test_exact_k8s_conversion_is_proven_and_verified_live(deployed):
 def test_impact_of_deny_all_matches_what_the_verification_observes(deployed, lab, tmp_path, capsys):
     layout, deployment, verifier, baseline = deployed
     deny = scenarios.network_policy("deny-all-ingress", "x", {"podSelector": {}, "policyTypes": ["Ingress"]})
-    probes = list(verify.layout_probes(layout))
+    probes = list(sets.layout_probes(layout))
     kube = verifier.kube
     predicted = impact.live_impact(kube, [deny], namespaces=list(layout.namespaces), ports=probes)
     _say(predicted.summary)
@@ -99,7 +99,7 @@ def test_impact_of_deny_all_matches_what_the_verification_observes(deployed, lab
                  "--ports", ",".join(f"{p}/{proto}" for p, proto in probes)]) == 0
     assert f"{len(every) * len(probes)} connections cut, 0 opened" in capsys.readouterr().out
 
-    result = verifier.verify(verify.PolicySet("deny-all-ingress", "impact check", (deny,), tuple(probes), "impact",
+    result = verifier.verify(sets.PolicySet("deny-all-ingress", "impact check", (deny,), tuple(probes), "impact",
                                               (False,)))
     assert result.ok, result.mismatches().to_string()
     before = {m.label: m.observed for m in baseline.matrices}

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from cni_runbook.params.schema import Params
-from cni_runbook.policy import verify
+from cni_runbook.policy import flow, results
 from cni_runbook.policy.workloads import probe_image
 from cni_runbook.provision import lab as lab_target
 from cni_runbook.qos import audit, bandwidth
@@ -45,9 +45,9 @@ def params() -> Params:
 @pytest.fixture(scope="module")
 def policy_run(kube, params, tmp_path_factory):
     started = time.monotonic()
-    run = verify.run(kube, params.policy, probe_image(params, lab_target.target(require_up=False)), tmp_path_factory.mktemp("stage04"), progress=_say)
+    run = flow.run(kube, params.policy, probe_image(params, lab_target.target(require_up=False)), tmp_path_factory.mktemp("stage04"), progress=_say)
     _say(f"policy run: {run.summary} in {time.monotonic() - started:.0f}s")
-    _say("\n" + verify.summary_frame(run.results).to_string())
+    _say("\n" + results.summary_frame(run.results).to_string())
     return run
 
 

@@ -13,7 +13,7 @@ import pytest
 from cni_runbook.cni.antrea import render_antrea
 from cni_runbook.cni.manifests import Manifest, ordered_objects
 from cni_runbook.lifecycle import compare, compat, nodes, objdiff, profiles, replace, upgrade, views
-from cni_runbook.lifecycle.installed import clean_live, describe_installed, key_of
+from cni_runbook.lifecycle.installed import clean_live, describe_installed
 from cni_runbook.params import load_params
 from cni_runbook.params.schema import Cni, CniSource
 

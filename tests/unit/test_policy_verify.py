@@ -13,6 +13,8 @@ from cni_runbook.kube.apply import Applied
 from cni_runbook.params.schema import Params
 from cni_runbook.policy import PolicyEngine, default_layout
 from cni_runbook.policy import matrix as M
+from cni_runbook.policy import sets, tables
+from cni_runbook.policy import plan as policy_plan
 from cni_runbook.policy import verify as V
 from cni_runbook.policy.workloads import Deployment, pod_object, schedulable_nodes, workload_objects
 
@@ -74,12 +76,12 @@ def verifier(cni: FakeCni, tmp_path: Path, **kw: Any) -> V.Verifier:
                       rollback_fn=cni.rollback, **kw)
 
 
-@pytest.mark.parametrize("scenario", [s.name for s in V.select_scenarios(["all"], CLUSTER, LAYOUT)])
+@pytest.mark.parametrize("scenario", [s.name for s in sets.select_scenarios(["all"], CLUSTER, LAYOUT)])
 def test_every_builtin_scenario_passes_on_a_correct_cni(scenario: str, tmp_path: Path) -> None:
     cni = FakeCni()
     v = verifier(cni, tmp_path)
     assert v.baseline().ok
-    (policy_set,) = V.select_scenarios([scenario], CLUSTER, LAYOUT)
+    (policy_set,) = sets.select_scenarios([scenario], CLUSTER, LAYOUT)
     result = v.verify(policy_set)
     assert result.status == "passed", result.row()
     assert [m.comparison.summary for m in result.matrices] == ["correct 72, incorrect 0"] * 2
@@ -89,7 +91,7 @@ def test_every_builtin_scenario_passes_on_a_correct_cni(scenario: str, tmp_path:
 def test_enforcement_latency_is_measured(tmp_path: Path) -> None:
     cni = FakeCni(delay=0.6)
     v = verifier(cni, tmp_path)
-    (deny,) = V.select_scenarios(["default-deny-ingress"], CLUSTER, LAYOUT)
+    (deny,) = sets.select_scenarios(["default-deny-ingress"], CLUSTER, LAYOUT)
     result = v.verify(deny)
     assert result.ok
     assert 0.6 <= result.latency_s < 1.5
@@ -99,7 +101,7 @@ def test_enforcement_latency_is_measured(tmp_path: Path) -> None:
 def test_policy_never_enforced_fails_with_a_message(tmp_path: Path) -> None:
     cni = FakeCni(delay=30)
     v = verifier(cni, tmp_path, enforcement_timeout_s=0.5, restore_timeout_s=0.5)
-    (deny,) = V.select_scenarios(["default-deny-ingress"], CLUSTER, LAYOUT)
+    (deny,) = sets.select_scenarios(["default-deny-ingress"], CLUSTER, LAYOUT)
     result = v.verify(deny)
     assert result.status == "failed"
     assert result.latency_s is None and "not enforced within" in result.messages[0]
@@ -109,7 +111,7 @@ def test_policy_never_enforced_fails_with_a_message(tmp_path: Path) -> None:
 def test_wrong_cni_mismatches_are_explained(tmp_path: Path) -> None:
     cni = FakeCni(ignore_named_ports=True)
     v = verifier(cni, tmp_path, enforcement_timeout_s=0.5)
-    (named,) = V.select_scenarios(["named-port"], CLUSTER, LAYOUT)
+    (named,) = sets.select_scenarios(["named-port"], CLUSTER, LAYOUT)
     result = v.verify(named)
     assert result.status == "failed"
     by_port = {m.label: m.comparison for m in result.matrices}
@@ -125,14 +127,14 @@ def test_wrong_cni_mismatches_are_explained(tmp_path: Path) -> None:
 def test_policies_left_behind_are_reported(tmp_path: Path) -> None:
     cni = FakeCni(keep_after_delete=True)
     v = verifier(cni, tmp_path, restore_timeout_s=0.5)
-    (deny,) = V.select_scenarios(["default-deny-ingress"], CLUSTER, LAYOUT)
+    (deny,) = sets.select_scenarios(["default-deny-ingress"], CLUSTER, LAYOUT)
     result = v.verify(deny)
     assert result.status == "failed" and "baseline did not return" in result.messages[-1]
 
 
 def test_baseline_failure_stops_with_the_failing_pairs(tmp_path: Path) -> None:
     cni = FakeCni()
-    cni.apply([V.select_scenarios(["default-deny-ingress"], CLUSTER, LAYOUT)[0].policies[0]], tmp_path / "r")
+    cni.apply([sets.select_scenarios(["default-deny-ingress"], CLUSTER, LAYOUT)[0].policies[0]], tmp_path / "r")
     v = verifier(cni, tmp_path, enforcement_timeout_s=0.3)
     with pytest.raises(V.BaselineError, match=r"baseline: correct 192, incorrect 96 .*TCP/80 x/a -> x/b observed X"):
         v.baseline()
@@ -140,20 +142,20 @@ def test_baseline_failure_stops_with_the_failing_pairs(tmp_path: Path) -> None:
 
 def test_keep_policies_stay_and_shape_later_expectations(tmp_path: Path) -> None:
     keep = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": "deny-z", "namespace": "z", "annotations": {V.KEEP_ANNOTATION: "true"}},
+            "metadata": {"name": "deny-z", "namespace": "z", "annotations": {sets.KEEP_ANNOTATION: "true"}},
             "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
     other = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
              "metadata": {"name": "deny-y", "namespace": "y"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
     path = tmp_path / "ops.yaml"
     path.write_text(yaml.safe_dump_all([keep, other]))
-    policy_set = V.load_policy_file(path, LAYOUT)
+    policy_set = sets.load_policy_file(path, LAYOUT)
     assert policy_set.keep == (True, False)
     cni = FakeCni()
     v = verifier(cni, tmp_path)
     result = v.verify(policy_set)
     assert result.ok and result.kept == ["z/deny-z"]
     assert list(cni.active) == ["z/deny-z"]
-    (deny_x,) = V.select_scenarios(["default-deny-ingress"], CLUSTER, LAYOUT)
+    (deny_x,) = sets.select_scenarios(["default-deny-ingress"], CLUSTER, LAYOUT)
     after = v.verify(deny_x)  # expectation includes the kept z policy
     assert after.ok
     assert not bool(after.matrices[0].expected.at["x/a", "z/b"])
@@ -167,8 +169,8 @@ def test_policy_file_problems_name_file_and_object(tmp_path: Path) -> None:
         {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "p", "namespace": "prod"},
          "spec": {"podSelector": {}}},
     ]))
-    with pytest.raises(V.PolicyFileError) as err:
-        V.load_policy_file(path, LAYOUT)
+    with pytest.raises(sets.PolicyFileError) as err:
+        sets.load_policy_file(path, LAYOUT)
     text = str(err.value)
     assert "object 1 (ConfigMap c): only networking.k8s.io/v1 NetworkPolicy" in text
     assert "object 2 (NetworkPolicy n): set metadata.namespace" in text
@@ -176,17 +178,17 @@ def test_policy_file_problems_name_file_and_object(tmp_path: Path) -> None:
 
 
 def test_scenario_names_in_order_without_repeats_and_unknown() -> None:
-    names = [s.name for s in V.select_scenarios(["namespace-isolation", "default-deny-ingress", "namespace-isolation"],
+    names = [s.name for s in sets.select_scenarios(["namespace-isolation", "default-deny-ingress", "namespace-isolation"],
                                                 CLUSTER, LAYOUT)]
     assert names == ["namespace-isolation", "default-deny-ingress"]
-    assert len(V.select_scenarios(["all"], CLUSTER, LAYOUT)) == 6
+    assert len(sets.select_scenarios(["all"], CLUSTER, LAYOUT)) == 6
     with pytest.raises(ValueError, match="unknown built-in scenario 'nope'; known: all, default-deny-ingress"):
-        V.select_scenarios(["nope"], CLUSTER, LAYOUT)
+        sets.select_scenarios(["nope"], CLUSTER, LAYOUT)
 
 
 def test_plan_renders_every_set_with_expected_matrices() -> None:
     params = Params(policy={"scenarios": ["all"]})
-    layout, cluster, planned = V.plan(params.policy)
+    layout, cluster, planned = policy_plan.plan(params.policy)
     assert [p.policy_set.name for p in planned][0] == "default-deny-ingress"
     deny = planned[0]
     assert set(deny.expected) == {"TCP/80", "TCP/81"}
@@ -198,9 +200,9 @@ def test_operator_layout_from_params() -> None:
     params = Params(policy={"layout": {"ports": [8080], "protocols": ["TCP"], "namespaces": {
         "shop": {"labels": {"team": "web"}, "pods": ["front", "back"]}, "ops": {"pods": ["probe"]}}},
         "scenarios": ["default-deny"]})
-    layout = V.layout_for(params.policy)
+    layout = sets.layout_for(params.policy)
     assert [p.key for p in layout.pods] == ["shop/front", "shop/back", "ops/probe"]
-    assert V.layout_probes(layout) == ((8080, "TCP"),)
+    assert sets.layout_probes(layout) == ((8080, "TCP"),)
 
 
 def test_sentinels_cover_node_pairs_first() -> None:
@@ -238,17 +240,17 @@ def test_schedulable_nodes_skip_tainted_and_not_ready() -> None:
 
 
 def test_styled_matrix_and_numbers() -> None:
-    expected = PolicyEngine(CLUSTER, V.select_scenarios(["default-deny-ingress"], CLUSTER, LAYOUT)[0].policies).matrix(80)
-    shown = V.styled_matrix(expected, "expected")
+    expected = PolicyEngine(CLUSTER, sets.select_scenarios(["default-deny-ingress"], CLUSTER, LAYOUT)[0].policies).matrix(80)
+    shown = tables.styled_matrix(expected, "expected")
     assert "expected" in shown.html and "#f8d7da" in shown.html
     assert repr(shown) == ""  # batch logs: expected/observed tables only in the notebook
-    clean = V.styled_matrix(M.compare(expected, expected).diff, "diff", diff=True)
+    clean = tables.styled_matrix(M.compare(expected, expected).diff, "diff", diff=True)
     assert repr(clean) == "diff: every pair as expected"
     wrong = expected.copy()
     wrong.at["y/a", "x/a"] = True
-    bad = V.styled_matrix(M.compare(expected, wrong).diff, "diff", diff=True)
+    bad = tables.styled_matrix(M.compare(expected, wrong).diff, "diff", diff=True)
     assert repr(bad).splitlines()[0] == "diff" and any(line.startswith("y/a") and "X" in line for line in repr(bad).splitlines())
-    numbers = V.as_numbers(expected)
+    numbers = tables.as_numbers(expected)
     assert numbers.at["y/a", "x/a"] == 0.0 and numbers.at["x/a", "y/a"] == 1.0
     diff = M.compare(expected, expected).diff
-    assert V.diff_numbers(diff).at["x/a", "y/a"] == 1.0
+    assert tables.diff_numbers(diff).at["x/a", "y/a"] == 1.0

@@ -153,12 +153,12 @@ def test_validation_outcome_from_recorded_results():
 
 
 def test_policy_qos_outcome_merges_the_four_sources(tmp_path):
-    from cni_runbook.policy import verify
+    from cni_runbook.policy import flow
     from cni_runbook.stages.policy_qos import PolicyQosStage
 
     ctx = open_stage("04_policy_qos", [str(LAB_FILE)], [], tmp_path / "run", False)
     stage = PolicyQosStage(ctx)
-    stage.policy_run = verify.PolicyRun(layout=None, error="baseline: x/a -> y/b blocked - every pair must connect")
+    stage.policy_run = flow.PolicyRun(layout=None, error="baseline: x/a -> y/b blocked - every pair must connect")
     stage.cni_audit = pd.DataFrame(columns=["pod", "status"])  # no CNI pod found
     outcome = stage.outcome(ctx.params)
     assert outcome.status == "failed"

@@ -226,10 +226,10 @@ def validation_tables(kube, params, state_get, *, cni=None, record_dir=None, pro
     frame.attrs["summary"] = suite.summary
     out = {"validation": frame}
     if params.lifecycle.truth_tables and record_dir is not None:
-        from ..policy import verify
+        from ..policy import flow
         from ..policy.workloads import probe_image
 
-        run = verify.run(kube, params.policy, probe_image(params, target), Path(record_dir), progress=progress)
+        run = flow.run(kube, params.policy, probe_image(params, target), Path(record_dir), progress=progress)
         table = pd.DataFrame([r.row() for r in run.results], columns=["set", "correct", "incorrect", "unknown", "status",
                                                                       "message"])
         if run.error:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -75,7 +74,7 @@ def _policy(params: Params, where: Where) -> list[str]:
     policy = params.policy
     if not policy.files and policy.layout is None and list(policy.scenarios) == ["all"]:
         return []  # the defaults hold (and the policy engine is slow to import)
-    from ..policy.verify import PolicyFileError, layout_for, policy_sets
+    from ..policy.sets import PolicyFileError, layout_for, policy_sets
 
     try:
         layout = layout_for(params.policy)

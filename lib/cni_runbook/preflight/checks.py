@@ -14,7 +14,6 @@ A failing check can be waived by name: it then shows as ``waived`` and is listed
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field

@@ -20,7 +20,8 @@ import pandas as pd
 from cni_runbook import display
 from cni_runbook.checks import Check, Status
 from cni_runbook.cni.profiles import policy_enforcement
-from cni_runbook.policy import verify, workloads
+from cni_runbook.policy import flow, results, sets, tables, workloads
+from cni_runbook.policy import plan as policy_plan
 from cni_runbook.qos import antrea as qos_antrea
 from cni_runbook.qos import audit, bandwidth
 
@@ -36,9 +37,9 @@ class PolicyQosStage(Stage):
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
         self.target: Any = None
-        self.planned_sets: list[verify.PlannedSet] = []
+        self.planned_sets: list[policy_plan.PlannedSet] = []
         self.antrea_checks: pd.DataFrame | None = None
-        self.policy_run: verify.PolicyRun | None = None
+        self.policy_run: flow.PolicyRun | None = None
         self.bandwidth_run: Any = None
         self.cni_audit: pd.DataFrame | None = None
 
@@ -52,8 +53,8 @@ class PolicyQosStage(Stage):
         plan = Plan(actions=actions, views=[View(f"{ctx.stage.id}: {len(actions)} planned actions", actions,
                                                   section="plan")])
         try:
-            layout, _model, self.planned_sets = verify.plan(params.policy)
-        except verify.PolicyFileError as exc:
+            layout, _model, self.planned_sets = policy_plan.plan(params.policy)
+        except sets.PolicyFileError as exc:
             plan.findings.append(Finding("policy.files", str(exc)))
             return plan
         objects = workloads.workload_objects(layout, workloads.probe_image(params, self.target))
@@ -68,7 +69,7 @@ class PolicyQosStage(Stage):
                                section="sets"))
         for item in self.planned_sets:
             label, expected = next(iter(item.expected.items()))
-            plan.views.append(View(item.policy_set.name, verify.styled_matrix(
+            plan.views.append(View(item.policy_set.name, tables.styled_matrix(
                 expected, f"{item.policy_set.name}: expected {label}"), "object", "sets"))
         plan.views += self._plan_qos(ctx)
         plan.artifacts += ["layout.yaml", "policies/"]
@@ -114,14 +115,14 @@ class PolicyQosStage(Stage):
         print(self.enforcement.message)
         try:
             if self.enforcement.probe:
-                self.policy_run = verify.run(kube, params.policy, workloads.probe_image(params, self.target),
+                self.policy_run = flow.run(kube, params.policy, workloads.probe_image(params, self.target),
                                              ctx.artifacts / "records", progress=print)
                 run = self.policy_run
                 ctx.write_artifact("policy-results.json", {
                     "baseline": run.baseline.record() if run.baseline else None,
                     "sets": [r.record() for r in run.results], "kept": run.kept, "removed": run.removed,
                     "error": run.error})
-                ctx.write_artifact("policy-summary.csv", verify.summary_frame(run.results))
+                ctx.write_artifact("policy-summary.csv", results.summary_frame(run.results))
             if params.qos.enabled:
                 self.bandwidth_run = bandwidth.measure(kube, params.qos, bandwidth.iperf3_image(params, self.target),
                                                        ctx.artifacts / "records" / "qos.jsonl", progress=print)
@@ -158,22 +159,22 @@ class PolicyQosStage(Stage):
             views.append(View("truth tables not run: " + enforcement.message.split(". ")[0], [], section="policy"))
         else:
             views += [View("layout pods as deployed", run.placement(), section="policy"),
-                      View(run.summary if not run.error else run.error, verify.summary_frame(run.results),
+                      View(run.summary if not run.error else run.error, results.summary_frame(run.results),
                            section="policy")]
         if run is not None and run.results:
-            views.append(View("enforcement", display.plot_enforcement(verify.summary_frame(run.results)), "object",
+            views.append(View("enforcement", display.plot_enforcement(results.summary_frame(run.results)), "object",
                               "policy"))
         if run is not None and run.results:
-            views.append(View("share", display.heatmap(verify.correct_share(run.results),
+            views.append(View("share", display.heatmap(results.correct_share(run.results),
                                                        caption="share of pairs as expected (1.0 = all)"),
                               "object", "matrices"))
         for r in (run.results if run is not None else []):
             for m in r.matrices:
-                views += [View(r.name, verify.styled_matrix(m.expected, f"{r.name} {m.label}: expected"), "object",
+                views += [View(r.name, tables.styled_matrix(m.expected, f"{r.name} {m.label}: expected"), "object",
                                "matrices"),
-                          View(r.name, verify.styled_matrix(m.observed, f"{r.name} {m.label}: observed"), "object",
+                          View(r.name, tables.styled_matrix(m.observed, f"{r.name} {m.label}: observed"), "object",
                                "matrices"),
-                          View(r.name, verify.styled_matrix(m.comparison.diff, f"{r.name} {m.label}: "
+                          View(r.name, tables.styled_matrix(m.comparison.diff, f"{r.name} {m.label}: "
                                                             f"{m.comparison.summary}", diff=True), "object", "matrices")]
             if r.incorrect:
                 views.append(View(f"{r.name}: mismatches and the rules that decide them", r.mismatches(),
