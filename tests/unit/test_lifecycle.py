@@ -413,3 +413,25 @@ def test_failed_rows_of_a_before_after_table_are_shown_with_their_reason():
     result.before = {"truth tables": pd.DataFrame([{"set": "baseline", "status": "failed", "message": "UDP/80 observed X"}])}
     views = dict(result.views())
     assert "failures truth tables" in views and "UDP/80 observed X" in str(views["failures truth tables"])
+
+
+@pytest.mark.skipif(not (FLANNEL / "kube-flannel-v0.28.4.yml").is_file(), reason="../shared/fixtures/flannel not present")
+def test_a_flannel_target_renders_its_network_from_the_clusters_pod_cidr(tmp_path):
+    import json
+
+    from cni_runbook.lifecycle.stage import plan_stage
+    from cni_runbook.state import open_stage
+
+    site = tmp_path / "site.yaml"
+    site.write_text(f"""
+cni: {{profile: lab, version: null, source: null, image_registry: null}}
+kubespray: {{kube_version: v1.35.4, kube_pods_subnet: 10.77.0.0/16}}
+provisioner: {{kind: existing, kubeconfig: {tmp_path / 'no-such-kubeconfig'}}}
+lifecycle:
+  mode: replace
+  target: {{profile: flannel, version: v0.28.4, source: {{kind: file, path: {FLANNEL / 'kube-flannel-v0.28.4.yml'}}}}}
+""")  # no cluster is reachable: the plan renders both sides from the params
+    ctx = open_stage("05_cni_lifecycle", [str(site)], [], tmp_path / "run", True)
+    lp = plan_stage(ctx)
+    config = next(o for o in lp.target.objects if o.ref.kind == "ConfigMap")
+    assert json.loads(config.body["data"]["net-conf.json"])["Network"] == "10.77.0.0/16"  # not the vendor's 10.244.0.0/16

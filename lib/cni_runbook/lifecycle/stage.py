@@ -92,11 +92,13 @@ def connect(params, state_get):
         return None, f"the cluster is not reachable ({type(exc).__name__}: {str(exc)[:200]})"
 
 
-def _prepare(cni, artifacts: Path, plan: bool, kube_proxy_remove: bool):
+def _prepare(cni, artifacts: Path, plan: bool, kube_proxy_remove: bool, pod_network=None):
+    """Stage 02's rendering of ``cni`` (same options: flannel's Network is ``pod_network``)."""
     from ..cni import preparation as cni_install
 
     artifacts.mkdir(parents=True, exist_ok=True)
-    return cni_install.prepare(cni, artifacts, kube_proxy_remove=kube_proxy_remove)  # plan mode fetches too
+    return cni_install.prepare(cni, artifacts, kube_proxy_remove=kube_proxy_remove,
+                               pod_network=pod_network)  # plan mode fetches too
 
 
 def _refs(*renderings) -> list[tuple[str, str, str | None, str]]:
@@ -141,9 +143,9 @@ def plan_stage(ctx, *, kube=None) -> LifecyclePlan:
         else:
             kube_version, kube_from = params.kubespray.kube_version, KUBE_FROM_PARAMS
             notes.append(f"cluster not read: {why}" if why else "cluster not read")
-        proxy_remove = params.kubespray.kube_proxy_remove
-        current = _prepare(params.cni, ctx.artifacts / "current", ctx.plan, proxy_remove)
-        target = _prepare(lc.target, ctx.artifacts / "target", ctx.plan, proxy_remove)
+        proxy_remove, pods = params.kubespray.kube_proxy_remove, params.kubespray.kube_pods_subnet
+        current = _prepare(params.cni, ctx.artifacts / "current", ctx.plan, proxy_remove, pods)
+        target = _prepare(lc.target, ctx.artifacts / "target", ctx.plan, proxy_remove, pods)
         notes += [f"installed: {n}" for n in current.notes] + [f"target: {n}" for n in target.notes]
         facts_a = profiles.facts(params.cni.profile, leftovers=lc.current_leftovers)
         if lc.mode == "upgrade":
