@@ -49,7 +49,8 @@ def plan_all(files: list[str], sets: list[str], run_dir: Path) -> dict[str, obje
     return out
 
 
-LAB_EXAMPLES = ["lab-replace-flannel.yaml", "lab-upgrade-antrea-dry-run.yaml", "lab-upgrade-broken.yaml"]
+LAB_EXAMPLES = ["lab-replace-flannel.yaml", "lab-replace-kube-router.yaml", "lab-upgrade-antrea-dry-run.yaml",
+                "lab-upgrade-broken.yaml", "lab-upgrade-flannel.yaml"]
 
 
 def test_every_example_is_covered():

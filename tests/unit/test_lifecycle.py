@@ -282,6 +282,39 @@ def test_disruption_summary_per_pair_and_node():
     assert compare.per_node(summary).set_index("node").loc["n2", "pairs"] == 2
 
 
+def test_a_relay_joins_both_streams_and_counts_the_hand_over_as_an_outage():
+    """The relay of a replacement (lifecycle.disruption): the first stream's pairs and time axis,
+    the hand-over a failed sample of every pair, the outage ending at the first answer on the new CNI."""
+    import threading
+    from types import SimpleNamespace
+
+    from cni_runbook.lifecycle.disruption import HANDOVER, Measured, join
+    from cni_runbook.validation.probe import Probe
+    from cni_runbook.validation.stream import Sample
+
+    def stream(probes, samples, started, stopped):
+        return SimpleNamespace(probes=probes, samples=samples, started=started, stopped=stopped, interval_s=0.5,
+                               nodes={"ns/a": "n1", "10.0.0.2": "n2"}, marks=[], errors={}, _lock=threading.Lock())
+
+    t0 = 1000.0
+    old = [Probe("ns/a", "10.0.0.2", 80, name="a->b"), Probe("ns/a", "10.0.0.3", 80, name="a->c")]
+    first = stream(old, [Sample(0, 0, t0 + 1, t0 + 1.1, True, 1, "ok"), Sample(0, 1, t0 + 2, t0 + 3, False, None, "timeout"),
+                         Sample(1, 0, t0 + 1, t0 + 1.1, True, 1, "ok"), Sample(1, 1, t0 + 2, t0 + 2.1, True, 1, "ok")],
+                   t0, t0 + 3)
+    new = [Probe("ns-after/a", "10.1.0.2", 80, name="a->b"), Probe("ns-after/a", "10.1.0.3", 80, name="a->c")]
+    second = stream(new, [Sample(0, 0, t0 + 20, t0 + 20.1, True, 1, "ok"), Sample(1, 0, t0 + 20, t0 + 21, False, None, "x"),
+                          Sample(1, 1, t0 + 21, t0 + 21.5, True, 1, "ok")], t0 + 19, t0 + 22)
+    result = join(first, second, t0 + 4)
+    windows = result.outages.set_index("label")
+    assert windows.loc["a->b", "start_s"] == 2 and windows.loc["a->b", "end_s"] == 20.1  # failed on the old CNI first
+    assert windows.loc["a->c", "start_s"] == 4 and windows.loc["a->c", "end_s"] == 21.5  # from the hand-over
+    assert not windows["open"].any() and result.duration_s == 22
+    assert [label for _, label in result.marks] == [HANDOVER, "probes on the new CNI"]
+    assert set(result.pairs["src_node"]) == {"n1"}  # the first probes' attribution
+    still = join(first, None, t0 + 4).outages.set_index("label")  # the hand-over failed: open from then on
+    assert still.loc["a->c", "open"] and Measured(result).per_pair().set_index("pair").loc["a->b", "total_s"] == 18.1
+
+
 def test_side_by_side_marks_changes():
     before = pd.DataFrame({"test": ["t1", "t2"], "status": ["passed", "passed"]})
     after = pd.DataFrame({"test": ["t1", "t2"], "status": ["passed", "failed"]})
@@ -302,7 +335,8 @@ def test_params_lifecycle_section(tmp_path):
 
 
 def test_example_params_validate():
-    for name in ("lab-upgrade-antrea-dry-run.yaml", "lab-upgrade-broken.yaml", "lab-replace-flannel.yaml"):
+    for name in ("lab-upgrade-antrea-dry-run.yaml", "lab-upgrade-broken.yaml", "lab-replace-flannel.yaml",
+                 "lab-upgrade-flannel.yaml", "lab-replace-kube-router.yaml"):
         path = ROOT / "params" / "examples" / name
         assert load_params([str(path)]).params.lifecycle.target is not None, name
 

@@ -68,6 +68,7 @@ class LifecycleResult:
     disruption: Any = None  # DataFrame of outage windows, or None
     leftovers: Any = None  # DataFrame node, what, name (replacement)
     previous: Path | None = None
+    identity: list[dict[str, str]] = field(default_factory=list)  # {cni, before, after}: read from the cluster
 
     @property
     def ok(self) -> bool:
@@ -94,7 +95,7 @@ class LifecycleResult:
     def record(self) -> dict[str, Any]:
         out = {"mode": self.mode, "dry_run": self.dry_run, "ok": self.ok, "rolled_back": self.rolled_back,
                "rollback": self.rollback_detail, "error": self.error, "steps": self.checks(),
-               "previous": str(self.previous) if self.previous else None}
+               "previous": str(self.previous) if self.previous else None, "cni_on_cluster": self.identity}
         measured = self.disruption
         if measured is not None and getattr(measured, "result", None) is not None:
             from .compare import disruption_figures
@@ -108,6 +109,8 @@ class LifecycleResult:
         from .. import display
 
         out = [("steps", display.table(self.steps_table(), caption=self.summary()))]
+        if self.identity:
+            out.append(("cni before/after", display.table(self.identity, caption="the CNI read from the cluster: before | after")))
         for name in sorted(set(self.before) | set(self.after)):
             from .compare import side_by_side
 
@@ -159,6 +162,9 @@ def _result_column(before: dict, after: dict, name: str) -> str:
 
 
 def _timed(result: LifecycleResult, name: str, func: Callable[[], str]) -> str:
+    mark = getattr(result.disruption, "mark", None)
+    if mark is not None:  # the step's start on the disruption timeline, while it is measured
+        mark(name)
     start = time.monotonic()
     try:
         detail = func()

@@ -44,7 +44,9 @@ def listing_script(leftovers: Leftovers | None = None) -> str:
         "awk -v t=$t -v b=$b '/^:/ {printf \"chain\\t%s:%s/%s\\n\", b, t, substr($1, 2)}'; done; done",
         "ipset list -n 2>/dev/null | awk '{printf \"ipset\\t%s\\n\", $1}'",
         "ip -4 route show | awk '{printf \"route\\t%s\\n\", $0}'",
-        f'for f in {files}; do [ -e "$f" ] && printf "file\\t%s\\n" "$f"; done' if files else ":",
+        # an empty directory is not a leftover (a mount point stays, e.g. the lab's per-node /run/flannel)
+        f'for f in {files}; do [ -e "$f" ] && {{ [ ! -d "$f" ] || [ -n "$(ls -A "$f")" ]; }} && printf "file\\t%s\\n" "$f"; '
+        'done' if files else ":",
         "exit 0",
     ]) + "\n"
 
@@ -131,8 +133,9 @@ def cleanup_script(leftovers: Leftovers, *, pod_cidrs: Iterable[str] = ()) -> st
     if leftovers.pod_cidr_routes:
         for cidr in pod_cidrs:
             lines.append(f"if ip -4 route show {q(cidr)} | grep -q .; then ip -4 route del {q(cidr)} && say {q('route ' + cidr)}; fi")
-    for path in leftovers.files:
-        lines.append(f'if [ -e {q(path)} ]; then rm -rf {q(path)} && say {q(path)}; fi')
+    for path in leftovers.files:  # a directory that is a mount point cannot go: it is emptied
+        lines.append(f'if [ -e {q(path)} ]; then rm -rf {q(path)} 2>/dev/null || find {q(path)} -mindepth 1 -delete; '
+                     f'say {q(path)}; fi')
     lines += ['printf "total\\t%s\\n" "$removed"', "exit 0"]
     return "\n".join(lines) + "\n"
 

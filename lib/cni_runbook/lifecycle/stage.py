@@ -126,6 +126,22 @@ def _policies(kube) -> PoliciesInForce:
     return PoliciesInForce.from_objects(items, native)
 
 
+def cni_on_cluster(kube, lp: LifecyclePlan) -> dict[str, str]:
+    """The CNI(s) of the operation as read from the cluster now: {family: "version (workloads; maker)"
+    or "absent"}: the installed CNI and, for a replacement, the target."""
+    p = lp.plan
+    if isinstance(p, ReplacementPlan):
+        sides = [(profiles.facts(p.current_profile), _refs(lp.current)), (profiles.facts(p.target_profile), _refs(lp.target))]
+    else:
+        sides = [(profiles.facts(p.profile), _refs(lp.current, lp.target))]
+    out = {}
+    for facts, refs in sides:
+        found = read_installed(kube, facts, refs)
+        where = ", ".join(f"{w['workload']} {w['version'] or '?'}" for w in found.workloads)
+        out[facts.family] = f"{found.version or '?'} ({where}; made by {found.made_by})" if found.found else "absent"
+    return out
+
+
 def plan_stage(ctx, *, kube=None) -> LifecyclePlan:
     """The stage's plan (module docstring). ``kube``: an open connection (else one is tried)."""
     params = ctx.params
@@ -244,8 +260,9 @@ def validation_tables(kube, params, state_get, *, cni=None, record_dir=None, pro
     return out
 
 
-def disruption_factory(kube, params, state_get, *, progress=None):
-    """A factory of :func:`.disruption.measure` windows for this cluster; None without the streaming probe."""
+def disruption_factory(kube, params, state_get, *, progress=None, relay: bool = False):
+    """A factory of :func:`.disruption.measure` windows for this cluster; None without the streaming probe.
+    ``relay``: a replacement's (the probe pods are restarted onto the new CNI when the window ends)."""
     import importlib.util
     import json
 
@@ -259,14 +276,13 @@ def disruption_factory(kube, params, state_get, *, progress=None):
     images = images_for(params, targets.resolve(params, state_get))
     nodes = [n["metadata"]["name"] for n in json.loads(kube.core.list_node(_preload_content=False).data)["items"]]
     return lambda: measure(kube, nodes=nodes, images=images, pairs=lc.disruption.sample_pairs,
-                           interval_s=lc.disruption.interval_s, progress=progress)
+                           interval_s=lc.disruption.interval_s, relay=relay, progress=progress)
 
 
 def apply_stage(ctx, lp: LifecyclePlan, *, progress=print, validate: bool = True, disruption=None):
     """Stage 05 outside plan mode: carry out ``lp`` (refused plans are never applied)."""
     from ..cni.rollback import write_target
     from ..kube import Kube
-    from .apply import apply_upgrade
 
     if lp.plan is None or not lp.ok:
         return None
@@ -276,33 +292,50 @@ def apply_stage(ctx, lp: LifecyclePlan, *, progress=print, validate: bool = True
     kube = Kube.from_kubeconfig(path, context)
     write_target(ctx.artifacts, path, context)
     try:
-        if lp.mode == "replace":
-            return _apply_replacement(ctx, lp, kube, progress=progress, validate=validate, disruption=disruption)
         dry = bool(lc.target.server_dry_run)
-        rounds = iter(range(1, 100))
-        check = (lambda: validation_tables(kube, params, ctx.get, record_dir=ctx.artifacts / f"checks-{next(rounds)}",
-                                           progress=progress)) if validate and not dry else None
-        helm = None
-        if lp.plan.helm_release and lp.target is not None and lp.target.source is not None:
-            from ..cni import helm as helm_route
-
-            record, chart = lp.target.source, lc.target.source.helm
-            values = [*chart.values_files] + ([str(record.path.parent / record.details["values_file"])]
-                                               if record.details.get("values_file") else [])
-            helm = (lambda kc: helm_route.upgrade_install(record.path, release=chart.release_name, namespace=lc.target.namespace,
-                                                          kubeconfig=kc, values_files=values,
-                                                          wait_timeout_s=lc.rollout_timeout_s).output[-500:])
-        if lp.plan.installed is None and not dry:
-            from .errors import LifecycleError
-
-            raise LifecycleError("the installed CNI was not read from the cluster; nothing is applied")
-        if disruption is None and not dry:
-            disruption = disruption_factory(kube, params, ctx.get, progress=progress)
-        return apply_upgrade(kube, lp.plan, record_dir=ctx.artifacts, dry_run=dry, rollout_timeout_s=lc.rollout_timeout_s,
-                             rollback_on_failure=lc.rollback_on_failure, helm_chart=helm, kubeconfig=str(path),
-                             validate=check, disruption=disruption, progress=progress)
+        before = cni_on_cluster(kube, lp) if not dry else {}
+        result = _apply(ctx, lp, kube, path, progress=progress, validate=validate, disruption=disruption)
+        if result is not None and not dry:
+            after = cni_on_cluster(kube, lp)
+            result.identity = [{"cni": family, "before": before.get(family, "absent"), "after": after.get(family, "absent")}
+                               for family in dict.fromkeys([*before, *after])]
+        return result
     finally:
         kube.close()
+
+
+def _apply(ctx, lp: LifecyclePlan, kube, path, *, progress, validate: bool, disruption):
+    from .apply import apply_upgrade
+
+    params = ctx.params
+    lc = params.lifecycle
+    if lp.mode == "replace":
+        if disruption is None:
+            disruption = disruption_factory(kube, params, ctx.get, progress=progress, relay=True)
+        return _apply_replacement(ctx, lp, kube, progress=progress, validate=validate, disruption=disruption)
+    dry = bool(lc.target.server_dry_run)
+    rounds = iter(range(1, 100))
+    check = (lambda: validation_tables(kube, params, ctx.get, record_dir=ctx.artifacts / f"checks-{next(rounds)}",
+                                       progress=progress)) if validate and not dry else None
+    helm = None
+    if lp.plan.helm_release and lp.target is not None and lp.target.source is not None:
+        from ..cni import helm as helm_route
+
+        record, chart = lp.target.source, lc.target.source.helm
+        values = [*chart.values_files] + ([str(record.path.parent / record.details["values_file"])]
+                                           if record.details.get("values_file") else [])
+        helm = (lambda kc: helm_route.upgrade_install(record.path, release=chart.release_name, namespace=lc.target.namespace,
+                                                      kubeconfig=kc, values_files=values,
+                                                      wait_timeout_s=lc.rollout_timeout_s).output[-500:])
+    if lp.plan.installed is None and not dry:
+        from .errors import LifecycleError
+
+        raise LifecycleError("the installed CNI was not read from the cluster; nothing is applied")
+    if disruption is None and not dry:
+        disruption = disruption_factory(kube, params, ctx.get, progress=progress)
+    return apply_upgrade(kube, lp.plan, record_dir=ctx.artifacts, dry_run=dry, rollout_timeout_s=lc.rollout_timeout_s,
+                         rollback_on_failure=lc.rollback_on_failure, helm_chart=helm, kubeconfig=str(path),
+                         validate=check, disruption=disruption, progress=progress)
 
 
 def _apply_replacement(ctx, lp: LifecyclePlan, kube, *, progress, validate: bool, disruption):

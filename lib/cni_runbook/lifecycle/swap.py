@@ -182,6 +182,7 @@ def apply_replacement(kube, plan, *, installed, target_objects, record_dir: Path
     window = disruption() if disruption is not None else contextlib.nullcontext()
     try:
         with window as probe:
+            result.disruption = probe
             doing = f"deleting {plan.current.family}'s objects"
             _timed(result, f"delete {len(plan.remove)} object(s) of {plan.current.family}",
                    lambda: delete_objects(kube, plan.remove, timeout=rollout_timeout_s, progress=say))
@@ -194,13 +195,14 @@ def apply_replacement(kube, plan, *, installed, target_objects, record_dir: Path
                 f"{h}: {t.strip().splitlines()[-1] if t.strip() else 'nothing'}" for h, t in run_on_nodes("remove CNI leftovers", script).items()))
             started = now()
             doing = f"installing {plan.target.family}"
+            if probe is not None:
+                probe.mark(f"install {plan.target.family}")
             installed_b = install(kube, target_objects, record_dir=record_dir / "target-install", timeouts=timeouts,
                                   namespace=namespace, rollback_on_failure=False, progress=say)
             result.steps.append(_step_of(installed_b))
             doing = "restarting the pods"
             _timed(result, f"restart pods ({plan.restart})",
                    lambda: restart_pods(kube, strategy=plan.restart, before=started, timeout=rollout_timeout_s, progress=say))
-        result.disruption = probe
         if validate is not None:
             doing = "after: validation"
             result.after = _timed_value(result, "after: validation", validate)

@@ -60,14 +60,20 @@ def hosts_up(cfg: Any, mode: str, say: Say) -> str:
     return phase
 
 
-def cluster_up(cfg: Any, say: Say, timeout: int = 180, cni_profile: str | None = None) -> Path:
+def cluster_up(cfg: Any, say: Say, timeout: int = 180, cni_profile: str | None = None,
+               also: tuple[str, ...] = ()) -> Path:
     """Bring the lab cluster (no CNI) up, prepared for the CNI of ``cni_profile`` (flannel: its
-    images and the reference CNI plugins on the nodes); a no-op when it is up. Its admin kubeconfig path."""
+    images and the reference CNI plugins on the nodes) and of every profile of ``also`` (stage
+    05's target); a no-op when it is up. Its admin kubeconfig path."""
     from cni_runbook.lab import cluster
     from cni_runbook.lab.sysutil import LabError
 
+    first = cluster.lab_cni(cni_profile or "lab")
     try:
-        say(cluster.up(cfg, progress=say, timeout=timeout, cni=cluster.lab_cni(cni_profile or "lab")))
+        say(cluster.up(cfg, progress=say, timeout=timeout, cni=first))
+        for cni in dict.fromkeys(cluster.lab_cni(p) for p in also):
+            if cni != first:
+                cluster.prepare_cni(cfg, cni, progress=say)
     except (LabError, TimeoutError, OSError) as exc:
         raise OperatorError(f"lab instance {cfg.index} did not come up: {exc}") from exc
     return Path(cfg.admin_kubeconfig)

@@ -193,7 +193,10 @@ class ClusterStage(Stage):
         if self.kind == "lab":
             from cni_runbook.provision import lab
 
-            self.kubeconfig = lab.cluster_up(self.hosts.lab, say, cni_profile=self.ctx.params.cni.profile)
+            params = self.ctx.params
+            target = params.lifecycle.target  # stage 05's CNI after an upgrade or a replacement
+            self.kubeconfig = lab.cluster_up(self.hosts.lab, say, cni_profile=params.cni.profile,
+                                             also=(target.profile,) if target is not None else ())
             target = lab.target(self.hosts.lab)
         elif self.kind == "kubespray":
             self.kubeconfig = self._provision_kubespray(progress, say)
