@@ -85,6 +85,15 @@ def _steps(result) -> str:
     return result.steps_table().to_string()
 
 
+def _show(result) -> None:
+    print(_steps(result))
+    for when, tables in (("before", result.before), ("after", result.after)):
+        for name, frame in tables.items():
+            print(f"{when} {name}:\n{frame.to_string()}")
+    if result.leftovers is not None:
+        print(f"leftovers:\n{result.leftovers.to_string()}")
+
+
 def test_flannel_upgrade_v0_28_4_to_v0_28_10(kube, tmp_path):
     assert "registry.cnilab.local:5000/flannel-io/flannel:v0.28.4" in _images(kube, FLANNEL_DS)
     ctx = _ctx(tmp_path, "lab-upgrade-flannel.yaml", "lifecycle.truth_tables=false")  # flannel enforces nothing
@@ -110,22 +119,24 @@ def test_flannel_upgrade_v0_28_4_to_v0_28_10(kube, tmp_path):
 
 
 def test_flannel_replaced_by_kube_router_enforces_the_policies_from_then_on(kube, flannel_lab, tmp_path):
-    ctx = _ctx(tmp_path, "lab-replace-kube-router.yaml", "cni.version=v0.28.10", f"cni.source.path={V0289}")
+    tag = next(i for i in _images(kube, FLANNEL_DS) if "/flannel:" in i).rsplit(":", 1)[1]  # v0.28.10 after the upgrade
+    ctx = _ctx(tmp_path, "lab-replace-kube-router.yaml", f"cni.version={tag}",
+               f"cni.source.path={V0289 if tag == 'v0.28.10' else V0284}")
     plan = lifecycle_stage.plan_stage(ctx)
     assert plan.ok, plan.refusals
     assert plan.plan.current.family == "flannel" and plan.plan.target.family == "kube-router"
     assert [(r["kind"], r["name"]) for r in plan.plan.remove if r["kind"] == "DaemonSet"] == [("DaemonSet", "kube-flannel-ds")]
 
     result = lifecycle_stage.apply_stage(ctx, plan, progress=print)
-    print(_steps(result))
+    _show(result)
     assert result.ok and not result.rolled_back, _steps(result)
     assert _images(kube, FLANNEL_DS) is None and _images(kube, ROUTER_DS) is not None
     identity = {r["cni"]: r for r in result.identity}
-    assert identity["flannel"]["before"].startswith("v0.28.10 ") and identity["flannel"]["after"] == "absent", identity
+    assert identity["flannel"]["before"].startswith(f"{tag} ") and identity["flannel"]["after"] == "absent", identity
     assert identity["kube-router"]["before"] == "absent" and identity["kube-router"]["after"].startswith("v2.1.0 ")
     assert set(result.after["validation"]["result"]) == {"passed"}, result.after["validation"]
     before, after = result.before["truth tables"], result.after["truth tables"]
-    assert before.attrs["informational"] and set(before["status"]) == {"failed"}  # flannel: everything allowed
+    assert before.attrs["informational"] and set(before["status"]) == {"failed"}  # flannel: nothing denied
     assert not after.attrs["informational"] and set(after["status"]) == {"passed"}, after
     assert len(result.leftovers) == 0, result.leftovers  # listed over SSH on every node
     _disruption(result, "flannel -> kube-router")
@@ -148,7 +159,7 @@ def test_kube_router_replaced_by_flannel_refused_while_policies_exist_then_accep
         plan = lifecycle_stage.plan_stage(ctx)
         assert plan.ok, plan.refusals
         result = lifecycle_stage.apply_stage(ctx, plan, progress=print)
-        print(_steps(result))
+        _show(result)
         assert result.ok and not result.rolled_back, _steps(result)
         assert _images(kube, ROUTER_DS) is None
         assert "registry.cnilab.local:5000/flannel-io/flannel:v0.28.4" in _images(kube, FLANNEL_DS)

@@ -247,6 +247,13 @@ def test_leftovers_found_in_a_listing():
     assert ("iptables chain", "iptables-legacy:filter/KUBE-ROUTER-FORWARD") in names and ("iptables chain", "iptables-nft:filter/KUBE-FORWARD") not in names
     assert ("ipset", "KUBE-DST-ABC") in names and ("route", "10.233.65.0/24 via 10.99.7.12 dev eth0 proto 17") in names
     assert ("interface", "eth0") not in names and len(found) == 7
+    # listed after the next CNI routed the pod CIDRs itself (kube-router via eth0): only routes
+    # through one of the removed CNI's interfaces count
+    flannel = nodes.leftovers_found({"route": ["10.233.65.0/24 via 10.99.7.12 dev eth0 proto 17",
+                                               "10.233.66.0/24 via 10.233.66.0 dev flannel.1 onlink"]},
+                                    profiles.facts("flannel").leftovers, pod_cidrs=["10.233.65.0/24", "10.233.66.0/24"],
+                                    new_cni_routes=True)
+    assert [r["name"] for r in flannel] == ["10.233.66.0/24 via 10.233.66.0 dev flannel.1 onlink"]
 
 
 def test_the_shell_scripts_are_valid_posix_sh():

@@ -130,7 +130,10 @@ class LifecycleResult:
                 f"disruption per pair: median {figures['median_outage_s']:.2f} s, max {figures['max_outage_s']:.2f} s; "
                 + measured.result.summary))))
             out.append(("disruption per node", display.table(measured.result.nodes, caption="disruption per node")))
-            out.append(("timeline", measured.result.figure(title="probe pairs during the operation")))
+            out.append(("timeline", display.figure(measured.result.figure(title="probe pairs during the operation"),
+                                                   caption="disruption timeline: every probe of every pair during the "
+                                                   "operation (green answered, red failed; outage windows outlined; "
+                                                   "the steps marked)")))
         elif measured is not None and getattr(measured, "error", ""):
             out.append(("disruption", display.table([{"disruption": f"not measured: {measured.error}"}])))
         if self.leftovers is not None:

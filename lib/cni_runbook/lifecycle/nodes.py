@@ -73,11 +73,13 @@ def _matches(name: str, patterns: Iterable[str], *, prefix: bool) -> bool:
 
 
 def leftovers_found(listing: Mapping[str, list[str]], leftovers: Leftovers, *, pod_cidrs: Iterable[str] = (),
-                    own_pod_cidr: str | None = None) -> list[dict[str, str]]:
+                    own_pod_cidr: str | None = None, new_cni_routes: bool = False) -> list[dict[str, str]]:
     """Rows {what, name} of ``leftovers`` still present in a node's ``listing``.
 
     Routes: a route to another node's pod CIDR (``pod_cidrs`` minus ``own_pod_cidr``) counts
-    only when ``leftovers.pod_cidr_routes`` (the next CNI sets up its own).
+    only when ``leftovers.pod_cidr_routes``; ``new_cni_routes`` (the listing is taken after the
+    next CNI set up its own routes to the same CIDRs, e.g. kube-router's via the node's link):
+    only a route through one of the removed CNI's interfaces counts.
     """
     rows = []
     rows += [{"what": "conflist", "name": n} for n in listing.get("conflist", []) if n in leftovers.conflists]
@@ -90,8 +92,14 @@ def leftovers_found(listing: Mapping[str, list[str]], leftovers: Leftovers, *, p
     rows += [{"what": "file", "name": n} for n in listing.get("file", []) if n in leftovers.files]
     if leftovers.pod_cidr_routes:
         others = {c for c in pod_cidrs if c and c != own_pod_cidr}
-        rows += [{"what": "route", "name": r} for r in listing.get("route", []) if r.split()[0] in others]
+        rows += [{"what": "route", "name": r} for r in listing.get("route", []) if r.split()[0] in others
+                 and (not new_cni_routes or _matches(_route_dev(r), leftovers.interfaces, prefix=False))]
     return rows
+
+
+def _route_dev(route: str) -> str:
+    words = route.split()
+    return words[words.index("dev") + 1] if "dev" in words[:-1] else ""
 
 
 def cleanup_script(leftovers: Leftovers, *, pod_cidrs: Iterable[str] = ()) -> str:

@@ -143,15 +143,17 @@ def pod_cidrs(kube) -> dict[str, str]:
     return {n["metadata"]["name"]: (n.get("spec") or {}).get("podCIDR") or "" for n in nodes}
 
 
-def list_leftovers(kube, facts, run_on_nodes: RunOnNodes):
-    """One row per leftover of ``facts``' CNI still on a node: node, what, name."""
+def list_leftovers(kube, facts, run_on_nodes: RunOnNodes, *, new_cni_routes: bool = True):
+    """One row per leftover of ``facts``' CNI still on a node: node, what, name (listed after the new
+    CNI set up its routes: :func:`~.nodes.leftovers_found`'s ``new_cni_routes``)."""
     import pandas as pd
 
     cidrs = pod_cidrs(kube)
     out = run_on_nodes("list CNI leftovers", listing_script(facts.leftovers))
     rows = []
     for host, text in sorted(out.items()):
-        for row in leftovers_found(parse_listing(text), facts.leftovers, pod_cidrs=cidrs.values(), own_pod_cidr=cidrs.get(host)):
+        for row in leftovers_found(parse_listing(text), facts.leftovers, pod_cidrs=cidrs.values(), own_pod_cidr=cidrs.get(host),
+                                   new_cni_routes=new_cni_routes):
             rows.append({"node": host, **row})
     return pd.DataFrame(rows, columns=["node", "what", "name"])
 
