@@ -136,8 +136,17 @@ def cleanup_script(leftovers: Leftovers, *, pod_cidrs: Iterable[str] = ()) -> st
         ]
     if leftovers.ipsets:
         regex = "|".join(leftovers.ipsets)
-        lines += [f"for s in $(ipset list -n 2>/dev/null | grep -E '^({regex})' || true); do "
-                  'ipset destroy "$s" 2>/dev/null && say "ipset $s"; done']
+        lines += [
+            _BACKENDS,
+            # a set in use cannot be destroyed: first every rule matching one (e.g. kube-router's pod
+            # egress MASQUERADE in nat POSTROUTING, which jumps to no chain of its own)
+            "for b in $backends; do for t in filter nat mangle raw; do",
+            f"  ${{b}}-save -t $t 2>/dev/null | grep -E -- '^-A .*--match-set ({regex})' | sed 's/^-A /-D /' | "
+            "while read -r rule; do eval $b -t $t $rule 2>/dev/null && say \"rule $b:$t ${rule#-D }\"; done",
+            "done; done",
+            f"for s in $(ipset list -n 2>/dev/null | grep -E '^({regex})' || true); do "
+            'ipset destroy "$s" 2>/dev/null && say "ipset $s"; done',
+        ]
     if leftovers.pod_cidr_routes:
         for cidr in pod_cidrs:
             lines.append(f"if ip -4 route show {q(cidr)} | grep -q .; then ip -4 route del {q(cidr)} && say {q('route ' + cidr)}; fi")
