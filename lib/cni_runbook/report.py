@@ -21,6 +21,7 @@ from nbconvert import HTMLExporter
 from . import audit, display, history
 
 REPORT = "report.html"
+TEMPLATES = Path(__file__).parent / "templates"  # report/: JupyterLab's template + alt texts
 _HIDDEN_TAGS = {"parameters", "injected-parameters", "papermill-error-cell-tag"}
 AREAS = ("preflight", "install", "connectivity", "performance", "policy", "QoS")  # + lifecycle when 05 ran
 
@@ -235,11 +236,18 @@ def build_notebook(run_dir: Path) -> nbformat.NotebookNode:
     return nb
 
 
+def alt_text(plain: Any) -> str:
+    """A figure's alt text: the first line of its plain-text form (caption and numbers)."""
+    lines = str(plain or "").strip().splitlines()
+    return lines[0].strip() if lines else "figure"
+
+
 def build(run_dir: Path, out: Path | None = None) -> Path:
     """Render the run's report to HTML (default ``<run_dir>/report.html``)."""
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+                            extra_template_basedirs=[str(TEMPLATES)], template_name="report")
+    exporter.register_filter("alt_text", alt_text)
     record = audit.load_record(run_dir)
-    exporter.template_name = "lab"
     body, _ = exporter.from_notebook_node(build_notebook(run_dir),
                                           resources={"metadata": {"name": f"cni-runbook {record['run_id']}"}})
     out = out or run_dir / REPORT

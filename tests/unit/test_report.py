@@ -43,6 +43,9 @@ def test_figures_are_embedded_and_a_failed_stage_shows_a_short_error_box(tmp_pat
     assert kit.report_problems(run_dir) == []
     section = html[html.index('id="stage-00_preflight-1"'):html.index('id="stage-01_cluster_no_cni-1"')]
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', section)) == 1
+    (alt,) = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,', section)  # the figure's plain text
+    assert alt.startswith("m") and alt != "figure"
+    assert not re.search(r"<img (?![^>]*\balt=)", html)  # no figure without an alt text anywhere
     cell = re.search(r"failed in cell (In \[\d+\])", console).group(1)
     box = html[html.index('class="cnr-error"'):]
     assert f"Failed in cell {cell}" in box and "RuntimeError: node lab-w1 is gone" in box
