@@ -167,11 +167,32 @@ def _status_style(value: Any) -> str:
     return f"background-color: {colour}" if colour else ""
 
 
+TEXT_ROWS = 15  # rows of a table in batch logs; the notebook and the report show every row
+_QUIET_STATUSES = {"passed", "pass", "ok", "created", "unchanged", "configured", "planned", "applied"}
+
+
+def text_rows(df: pd.DataFrame, limit: int = TEXT_ROWS) -> tuple[pd.DataFrame, int]:
+    """At most ``limit`` rows for a batch log, in their order: every row whose ``status`` is not
+    a quiet one (failed, warn, ...) first, then the first others; and how many were left out."""
+    if len(df) <= limit:
+        return df, 0
+    if "status" in df.columns:
+        loud = [i for i, v in enumerate(df["status"]) if str(v) not in _QUIET_STATUSES]
+    else:
+        loud = []
+    keep = set(loud[:limit])
+    for i in range(len(df)):
+        if len(keep) >= limit:
+            break
+        keep.add(i)
+    return df.iloc[sorted(keep)], len(df) - len(keep)
+
+
 def table(rows: list[dict[str, Any]] | pd.DataFrame, caption: str | None = None) -> Shown:
     """A table without the index; a ``status`` column is coloured by status; numbers formatted.
 
-    Batch logs get the caption and an aligned text table; a params table (from
-    :func:`params_frame`) gets one line there.
+    Batch logs get the caption and an aligned text table of at most :data:`TEXT_ROWS` rows
+    (:func:`text_rows`); a params table (from :func:`params_frame`) gets one line there.
     """
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
     role = df.attrs.get(ROLE_KEY)
@@ -185,7 +206,10 @@ def table(rows: list[dict[str, Any]] | pd.DataFrame, caption: str | None = None)
     elif df.empty:
         text = f"{caption}: (none)" if caption else "(none)"
     else:
-        body = text_table(df)
+        shown, left_out = text_rows(df)
+        body = text_table(shown)
+        if left_out:
+            body += f"\n... {left_out} more of {len(df)} rows (every row in the notebook and report.html)"
         text = f"{caption}\n{body}" if caption else body
     return Shown(text, html=html, role=role)
 

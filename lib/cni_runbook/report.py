@@ -232,7 +232,9 @@ def build_notebook(run_dir: Path) -> nbformat.NotebookNode:
             head += error_html(s)
         nb.cells.append(nbformat.v4.new_markdown_cell(head))
         if path.exists():
-            nb.cells.extend(_stage_cells(path))
+            for cell in _stage_cells(path):  # attempts of one stage share cell ids: make them unique
+                cell["id"] = f"{s['stage']}-{s['attempt']}-{cell.get('id', len(nb.cells))}"[:64]
+                nb.cells.append(cell)
     return nb
 
 

@@ -123,10 +123,16 @@ def _intermediate(line: str) -> bool:
     return bool(counts) and counts[0][0] < counts[0][1]
 
 
+#: a tqdm bar as text (``cluster.yml: 0task [00:00, ?task/s]``, ``x: 100%|###| 9/9 [00:05<00:00, 1.7it/s]``):
+#: the notebook shows it live; the console gets the summary line printed after it instead
+_TQDM = re.compile(r"\[\d+:\d+(?::\d+)?(?:<[^,\]]*)?, *[^\]]*/s\]\s*$")
+
+
 def console_lines(message: str) -> list[str]:
-    """Notebook output as the console shows it: blank lines and superseded progress lines
-    dropped (run.log keeps every line)."""
-    return [line for line in message.rstrip("\n").splitlines() if line.strip() and not _intermediate(line)]
+    """Notebook output as the console shows it: blank lines, progress bars and superseded
+    progress lines dropped (run.log keeps every line)."""
+    return [line for line in message.rstrip("\n").splitlines()
+            if line.strip() and not _TQDM.search(line) and not _intermediate(line)]
 
 
 class _ConsoleFormat(logging.Formatter):

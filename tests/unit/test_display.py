@@ -33,6 +33,18 @@ def test_table_text_and_html_format_floats_and_never_print_nan():
     assert set(data) == {"text/plain", "text/html"}
 
 
+def test_a_long_table_is_cut_in_batch_logs_keeping_every_failed_row_but_whole_in_html():
+    rows = [{"name": f"obj-{i}", "status": "failed" if i in (3, 30) else "passed"} for i in range(40)]
+    shown = display.table(rows, caption="objects")
+    lines = shown.text.splitlines()
+    assert lines[0] == "objects" and len(lines) == 2 + display.TEXT_ROWS + 1
+    assert "obj-3 " in shown.text + " " and "obj-30" in shown.text  # the failed rows are never cut
+    assert lines[-1] == f"... {40 - display.TEXT_ROWS} more of 40 rows (every row in the notebook and report.html)"
+    assert all(f"obj-{i}<" in shown.html for i in range(40))
+    short = display.table(rows[:display.TEXT_ROWS], caption="objects")
+    assert "more of" not in short.text and len(short.text.splitlines()) == 2 + display.TEXT_ROWS
+
+
 def test_empty_table_caption_is_a_paragraph_not_a_squeezed_table_caption():
     shown = display.table([], caption="plan mode: nothing deployed, nothing probed")
     assert shown.text == "plan mode: nothing deployed, nothing probed: (none)"

@@ -166,6 +166,20 @@ def test_two_builds_give_identical_digests(tmp_path):
     assert files_a == files_b
 
 
+def test_build_all_sums_up_cached_images_in_one_line(tmp_path, monkeypatch):
+    import dataclasses
+
+    recipes = {n: dataclasses.replace(_tiny_recipe(tmp_path), name=n, repo=f"test/{n}") for n in ("a", "b")}
+    monkeypatch.setattr(images, "recipe", lambda name, progress=print: recipes[name])
+    monkeypatch.setattr(images, "images_dir", lambda: tmp_path / "images")
+    first: list[str] = []
+    images.build_all(first.append, names=("a", "b"))
+    assert not any("up to date" in m for m in first)  # both built
+    again: list[str] = []
+    refs = images.build_all(again.append, names=("a", "b"))
+    assert again == ["[images] 2 up to date: a:1, b:1"] and not any(r.rebuilt for r in refs.values())
+
+
 def test_unchanged_inputs_reuse_the_layout_and_changed_inputs_rebuild(tmp_path):
     out = tmp_path / "out"
     messages: list[str] = []

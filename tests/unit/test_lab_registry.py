@@ -128,7 +128,7 @@ def test_push_all_reports_each_image(registry_addr, small_images):
     assert set(results) == set(refs)
     second = registry.push_all(refs, registry_addr, progress=lines.append)
     assert all(r.up_to_date for r in second.values())
-    assert lines[-1].endswith("already up to date")
+    assert lines[-1] == f"[registry] {len(refs)} already up to date: " + ", ".join(f"{i.repo}:{i.tag}" for i in refs.values())
 
 
 def test_missing_manifest_is_a_clear_error(registry_addr):

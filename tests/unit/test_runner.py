@@ -122,7 +122,9 @@ def test_console_drops_superseded_progress_but_keeps_anything_that_went_wrong():
     out = console_lines("pods ns/app: 3/14 Running+Ready\npods ns/app: 14/14 Running+Ready\n\n"
                         "[1/12] Pod x/a: created\n[12/12] Pod z/c: created\n"
                         "[2/6] ns/client-a: 3/4 commands succeeded\nDaemonSet x: 1/3 ready, timed out\n"
-                        "hosts lab instance 6 (10.99.6.0/24) up")
+                        "hosts lab instance 6 (10.99.6.0/24) up\n"
+                        "preflight: 0task [00:00, ?task/s]\rcluster.yml: 100%|#####| 9/9 [00:05<00:00,  1.70it/s]\n"
+                        "waited [10:00] for 3/3 nodes")
     assert out == ["pods ns/app: 14/14 Running+Ready", "[12/12] Pod z/c: created",
                    "[2/6] ns/client-a: 3/4 commands succeeded", "DaemonSet x: 1/3 ready, timed out",
-                   "hosts lab instance 6 (10.99.6.0/24) up"]
+                   "hosts lab instance 6 (10.99.6.0/24) up", "waited [10:00] for 3/3 nodes"]  # no tqdm bars

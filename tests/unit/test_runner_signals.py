@@ -88,3 +88,6 @@ def test_a_hard_kill_is_detected_closed_as_abandoned_and_resumed(tmp_path, kit):
     assert result.status == "planned"
     assert [s["status"] for s in audit.load_record(run_dir)["stages"]] == ["abandoned", "planned"]
     assert audit.verify(run_dir) == []
+    from cni_runbook import report  # both attempts in one report, every cell id unique (no DuplicateCellId)
+    ids = [c.get("id") for c in report.build_notebook(run_dir).cells if c.get("id")]
+    assert len(ids) == len(set(ids)) and any(i.startswith("00_preflight-2-") for i in ids)

@@ -152,6 +152,24 @@ def test_validation_outcome_from_recorded_results():
     assert ValidationStage.outcome(results.SuiteResult(results.frame_from_rows(rows), None)).status == "passed"
 
 
+def test_validation_heatmaps_stay_out_of_batch_logs_only_when_every_cell_passed():
+    from cni_runbook.stages.show import render
+    from cni_runbook.stages.validation import ValidationStage
+    from cni_runbook.validation import results
+
+    def row(family, dst, result):
+        return {"test": f"{family}/n1->{dst}", "family": family, "src_pod": "a", "src_node": "n1", "target": dst,
+                "dst_node": dst, "protocol": "TCP", "result": result, "latency_ms": 1.0, "attempts": 1, "reason": ""}
+
+    rows = [row("pod-to-pod", "n2", "passed"), row("pod-to-pod", "n3", "passed"),
+            row("mtu", "n2", "passed"), row("mtu", "n3", "failed")]
+    outcome = ValidationStage.outcome(results.SuiteResult(results.frame_from_rows(rows), None))
+    logged = {v.caption: render(v).text for v in outcome.views if v.section == "matrices"}
+    assert logged["pod-to-pod"] == ""  # all cells 1.00: the results table already says so
+    assert logged["mtu"].startswith("mtu") and "0.00" in logged["mtu"]  # a failing cell is printed
+    assert all(render(v).png for v in outcome.views if v.section == "matrices")  # the report keeps both figures
+
+
 def test_policy_qos_outcome_merges_the_four_sources(tmp_path):
     from cni_runbook.policy import flow
     from cni_runbook.stages.policy_qos import PolicyQosStage

@@ -928,12 +928,14 @@ def _read_ref(layout: Path, name: str, repo: str, tag: str, rebuilt: bool) -> Im
 
 
 def build_layout(
-    rec: Recipe, out_dir: Path | None = None, progress: Progress = print, force: bool = False
+    rec: Recipe, out_dir: Path | None = None, progress: Progress = print, force: bool = False,
+    quiet_when_cached: bool = False,
 ) -> ImageRef:
     """Write ``rec`` as an OCI image layout (unless an identical one is already there).
 
     ``force`` rewrites the layout even when its cache key matches (the digests come out
-    the same: the build is deterministic).
+    the same: the build is deterministic). ``quiet_when_cached``: say nothing about a reused
+    layout (:func:`build_all` sums those up in one line).
     """
     layout = out_dir or images_dir() / f"{rec.name}-{rec.tag}"
     entries = _rootfs(rec)
@@ -943,7 +945,8 @@ def build_layout(
         try:
             if json.loads(record_path.read_text()).get("cache_key") == key:
                 ref = _read_ref(layout, rec.name, rec.repo, rec.tag, rebuilt=False)
-                progress(f"[images] {rec.name}:{rec.tag} up to date ({ref.manifest_digest[:19]})")
+                if not quiet_when_cached:
+                    progress(f"[images] {rec.name}:{rec.tag} up to date ({ref.manifest_digest[:19]})")
                 return ref
         except (ValueError, OSError) as exc:
             progress(f"[images] {rec.name}: unreadable build record ({exc}); rebuilding")
@@ -1023,9 +1026,10 @@ def build_layout(
     return _read_ref(layout, rec.name, rec.repo, rec.tag, rebuilt=True)
 
 
-def build_image(name: str, progress: Progress = print, force: bool = False) -> ImageRef:
+def build_image(name: str, progress: Progress = print, force: bool = False,
+                quiet_when_cached: bool = False) -> ImageRef:
     """Build (or reuse) one lab image by name."""
-    return build_layout(recipe(name, progress), progress=progress, force=force)
+    return build_layout(recipe(name, progress), progress=progress, force=force, quiet_when_cached=quiet_when_cached)
 
 
 def build_all(
@@ -1035,7 +1039,11 @@ def build_all(
 
     Go binaries are built once per version and kept; ``force`` only rewrites layouts.
     """
-    return {name: build_image(name, progress, force) for name in names}
+    refs = {name: build_image(name, progress, force, quiet_when_cached=True) for name in names}
+    cached = [f"{r.name}:{r.tag}" for r in refs.values() if not r.rebuilt]
+    if cached:
+        progress(f"[images] {len(cached)} up to date: {', '.join(cached)}")
+    return refs
 
 
 def export_oci_archive(image: ImageRef, dest: Path) -> Path:

@@ -253,16 +253,19 @@ def push_all(
 ) -> dict[str, PushResult]:
     """Push every built image (``images.build_all()``'s result) under its lab repo and tag."""
     results: dict[str, PushResult] = {}
+    current: list[str] = []
     for name, image in images.items():
         result = push(image.layout, registry_addr, image.repo, image.tag)
         results[name] = result
         if result.up_to_date:
-            progress(f"[registry] {image.repo}:{image.tag} already up to date")
+            current.append(f"{image.repo}:{image.tag}")
         else:
             progress(
                 f"[registry] pushed {image.repo}:{image.tag} ({len(result.uploaded)} blobs sent, "
                 f"{len(result.skipped)} already there)"
             )
+    if current:  # one line for the images the registry already has
+        progress(f"[registry] {len(current)} already up to date: {', '.join(current)}")
     return results
 
 

@@ -60,12 +60,15 @@ class View:
     ``kind``: ``table`` (rows or a DataFrame), ``text`` (printed), ``file`` (a code block),
     ``findings`` (a findings DataFrame), ``object`` (displayed as it is: a Styler, a Figure,
     a display helper's result). ``section`` groups views so a notebook cell can show one part.
+    ``brief``: what batch logs print instead of the whole table or figure text (the notebook and
+    report.html still show all of it); ``""`` prints nothing.
     """
 
     caption: str
     obj: Any
     kind: str = "table"
     section: str = ""
+    brief: str | None = None
 
 
 @dataclass

@@ -26,7 +26,14 @@ def show(obj: Any) -> None:
 
 
 def render(view: View) -> Any:
-    """The displayable for a view."""
+    """The displayable for a view (its ``brief``, when set, is the batch-log text)."""
+    shown = _render(view)
+    if view.brief is not None and isinstance(shown, display.Shown):
+        shown.text = view.brief
+    return shown
+
+
+def _render(view: View) -> Any:
     if view.kind == "table":  # an empty table shows "caption: (none)"
         return display.table(view.obj if view.obj is not None else [], caption=view.caption)
     if view.kind == "findings":

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
+
 from cni_runbook import display
 from cni_runbook.checks import Status
 from cni_runbook.validation import results, suite, workloads
@@ -47,12 +49,21 @@ class ValidationStage(Stage):
                                   ("<node A>", "<node B>") if cfg.perf else None)
         ctx.write_artifact("workloads.yaml", workloads.render(layout))
         actions = registry.outline(ctx.stage.id, ctx.params)
+        families = selected.groupby("family", sort=False).size()
+        pods = suite.pods_frame(layout)
+        roles = pods.groupby("role", sort=False).size()
+        thresholds = self.thresholds()
+        chosen = f"{len(selected)} of {len(test_plan)} tests selected (tests ~ /{cfg.tests}/, skip /{cfg.skip or ''}/)"
+        # batch logs get one line per table (the notebook and the report show the tables)
         views = [
             View(f"{ctx.stage.id}: {len(actions)} planned actions", actions, section="plan"),
-            View(f"{len(selected)} of {len(test_plan)} tests selected (tests ~ /{cfg.tests}/, skip /{cfg.skip or ''}/)",
-                 selected.groupby("family", sort=False).size().reset_index(name="tests"), section="tests"),
-            View(f"pods in namespace {cfg.namespace}", suite.pods_frame(layout), section="tests"),
-            View("thresholds and settings", self.thresholds(), section="tests"),
+            View(chosen, families.reset_index(name="tests"), section="tests",
+                 brief=f"{chosen}: " + ", ".join(f"{f} {n}" for f, n in families.items())),
+            View(f"pods in namespace {cfg.namespace}", pods, section="tests",
+                 brief=f"{len(pods)} pods in namespace {cfg.namespace}: "
+                       + ", ".join(f"{n} {r}" for r, n in roles.items())),
+            View("thresholds and settings", thresholds, section="tests",
+                 brief="settings: " + ", ".join(f"{t['setting']} {t['value']}" for t in thresholds)),
         ]
         return Plan(actions=actions, views=views, artifacts=["test-plan.csv", "workloads.yaml"],
                     data={"tests": int(len(selected))},
@@ -84,7 +95,7 @@ class ValidationStage(Stage):
             kube.close()
         ctx.write_artifact("results.csv", self.run.frame)
         ctx.write_artifact("topology.json", self.run.topology)
-        print(self.run.summary, "|", self.run.timing_line(), "|", self.run.cleanup)
+        print(self.run.timing_line(), "|", self.run.cleanup)  # the summary heads the results table
         return self.outcome(self.run, self.cfg)
 
     @staticmethod
@@ -92,8 +103,12 @@ class ValidationStage(Stage):
         """The outcome of a suite run (no cluster needed): the suite's status, one check per test, views."""
         frame = run.frame
         views = [View(results.summary_line(frame), results.family_table(frame), section="results")]
-        views += [View(family, display.heatmap(results.matrix(frame, family), caption=family, cmap="RdYlGn"),
-                       "object", "matrices") for family in results.matrix_families(frame)]
+        for family in results.matrix_families(frame):
+            cells = results.matrix(frame, family)
+            scores = pd.Series(cells.to_numpy(dtype=float).ravel()).dropna()
+            perfect = len(scores) > 0 and bool((scores == 1.0).all())  # the results table says so: no log line
+            views.append(View(family, display.heatmap(cells, caption=family, cmap="RdYlGn"), "object", "matrices",
+                              brief="" if perfect else None))
         failed = results.failures(frame)
         views.append(View(f"{len(failed)} failed tests", failed if len(failed) else [{"result": "no test failed"}],
                           section="failures"))
