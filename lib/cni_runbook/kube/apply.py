@@ -181,9 +181,9 @@ def rollback(kube: Kube, record: Path, timeout: float = 120, progress: Progress 
     removed = []
     history = read_record(record)
     already_deleted = {(i.kind, i.namespace, i.name) for i in history if i.action == "deleted"}
-    for item in reversed(history):
-        if item.action != "created" or (item.kind, item.namespace, item.name) in already_deleted:
-            continue
+    doomed = [i for i in reversed(history)
+              if i.action == "created" and (i.kind, i.namespace, i.name) not in already_deleted]
+    for number, item in enumerate(doomed, 1):
         try:
             res = kube.resource(item.api_version, item.kind)
             kube.dynamic.delete(res, name=item.name, namespace=item.namespace,
@@ -191,7 +191,7 @@ def rollback(kube: Kube, record: Path, timeout: float = 120, progress: Progress 
         except (NotFoundError, KubeError):
             pass
         removed.append(item)
-        progress(f"deleted {item.ref}")
+        progress(f"[{number}/{len(doomed)}] deleted {item.ref}")  # the console keeps the last of these
     deadline = time.monotonic() + timeout
     for item in removed:
         while kube.get(item.api_version, item.kind, item.name, item.namespace) is not None:
