@@ -35,8 +35,9 @@ class Shown:
     """
 
     def __init__(self, text: str, html: str | None = None, markdown: str | None = None,
-                 png: bytes | None = None, role: str | None = None) -> None:
+                 png: bytes | None = None, role: str | None = None, alt: str | None = None) -> None:
         self.text, self.html, self.markdown, self.png, self.role = text, html, markdown, png, role
+        self.alt = alt  # a figure's alt text in report.html (default: the first line of ``text``)
 
     def __repr__(self) -> str:
         return self.text
@@ -62,7 +63,8 @@ class Shown:
             data["text/html"] = self.html
         if self.markdown is not None:
             data["text/markdown"] = self.markdown
-        metadata: dict[str, Any] = {ROLE_KEY: {"role": self.role}} if self.role else {}
+        ours = {k: v for k, v in (("role", self.role), ("alt", self.alt)) if v}
+        metadata: dict[str, Any] = {ROLE_KEY: ours} if ours else {}
         return data, metadata
 
     def _repr_mimebundle_(self, include=None, exclude=None):
@@ -276,26 +278,16 @@ def _share_cmap():
     return matplotlib.colormaps["RdYlGn"].with_extremes(bad=_NA_GREY)
 
 
-def heatmap(matrix: pd.DataFrame, caption: str | None = None, cmap: str | None = None, path=None) -> Shown:
-    """A matrix of shares (0..1: e.g. the share of passing tests per node pair) as a PNG heatmap.
+def _share_values(matrix: pd.DataFrame) -> pd.DataFrame:
+    return matrix.apply(pd.to_numeric, errors="coerce").astype(float) if not matrix.empty else matrix
 
-    The scale is fixed: 1 = green (all pass), 0 = red (none), grey = n/a (not tested); cells
-    read ``1.00`` / ``n/a``, never ``nan``. ``cmap`` is accepted for compatibility; the scale is
-    the same for every matrix so colours compare across plots. Batch logs get one line when every
-    cell is 1, else the matrix.
-    """
-    caption = caption or "matrix"
-    values = matrix.apply(pd.to_numeric, errors="coerce").astype(float) if not matrix.empty else matrix
-    if values.empty:
-        return Shown(f"{caption}: (no data)", html=_caption_html(caption) + "<p><i>(no data)</i></p>")
-    arr = values.to_numpy()
-    known = arr[~pd.isna(arr)]
-    n_na = int(pd.isna(arr).sum())
-    rows, cols = values.shape
-    fig = _new_figure(2.2 + 0.75 * cols, 1.3 + 0.45 * rows)
-    ax = fig.add_subplot()
+
+def _draw_shares(ax, values: pd.DataFrame, caption: str):
+    """One share matrix on ``ax`` (fixed 0..1 scale, grey n/a, ``1.00`` / ``n/a`` in the cells)."""
     import numpy as np
 
+    arr = values.to_numpy()
+    rows, cols = values.shape
     image = ax.imshow(np.ma.masked_invalid(arr), cmap=_share_cmap(), vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(cols), labels=[str(c) for c in values.columns], fontsize=8, rotation=30 if cols > 4 else 0,
                   ha="right" if cols > 4 else "center")
@@ -311,16 +303,75 @@ def heatmap(matrix: pd.DataFrame, caption: str | None = None, cmap: str | None =
             colour = "white" if not pd.isna(v) and (v < 0.25 or v > 0.85) else "black"
             ax.text(c, r, label, ha="center", va="center", fontsize=7, color=colour)
     ax.set_title(caption, fontsize=9)
+    return image
+
+
+def _shares_text(values: pd.DataFrame, caption: str) -> tuple[bool, str]:
+    """(every known cell is 1, the batch-log text): one line when all pass, else the matrix."""
+    arr = values.to_numpy()
+    known = arr[~pd.isna(arr)]
+    n_na = int(pd.isna(arr).sum())
+    if len(known) and (known >= 1.0).all():
+        return True, f"{caption}: all {len(known)} cells 1.00" + (f" ({n_na} n/a)" if n_na else "")
+    if not len(known):
+        return False, f"{caption}: every cell n/a"
+    wrong = int((known < 1.0).sum())
+    grid = values.map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}")
+    return False, f"{caption}: {wrong} of {len(known)} cells below 1.00\n{text_table(grid, index=True)}"
+
+
+def heatmap(matrix: pd.DataFrame, caption: str | None = None, cmap: str | None = None, path=None) -> Shown:
+    """A matrix of shares (0..1: e.g. the share of passing tests per node pair) as a PNG heatmap.
+
+    The scale is fixed: 1 = green (all pass), 0 = red (none), grey = n/a (not tested); cells
+    read ``1.00`` / ``n/a``, never ``nan``. ``cmap`` is accepted for compatibility; the scale is
+    the same for every matrix so colours compare across plots. Batch logs get one line when every
+    cell is 1, else the matrix.
+    """
+    caption = caption or "matrix"
+    values = _share_values(matrix)
+    if values.empty:
+        return Shown(f"{caption}: (no data)", html=_caption_html(caption) + "<p><i>(no data)</i></p>")
+    rows, cols = values.shape
+    fig = _new_figure(2.2 + 0.75 * cols, 1.3 + 0.45 * rows)
+    ax = fig.add_subplot()
+    image = _draw_shares(ax, values, caption)
     bar = fig.colorbar(image, ax=ax, fraction=0.08, pad=0.03, ticks=[0, 0.5, 1])
     bar.ax.tick_params(labelsize=7)
-    if len(known) and (known >= 1.0).all():
-        text = f"{caption}: all {len(known)} cells 1.00" + (f" ({n_na} n/a)" if n_na else "")
-    elif not len(known):
-        text = f"{caption}: every cell n/a"
+    return figure(fig, caption, path=path, text=_shares_text(values, caption)[1])
+
+
+def heatmaps(matrices: dict[str, pd.DataFrame], caption: str, columns: int = 4, path=None) -> Shown:
+    """Several share matrices as small multiples in one PNG (same fixed scale, one colour bar).
+
+    Batch logs get one line when every cell of every matrix is 1, else each matrix that has a
+    cell below 1 (the others are summed up by name)."""
+    values = {name: _share_values(m) for name, m in matrices.items()}
+    values = {name: v for name, v in values.items() if not v.empty}
+    if not values:
+        return Shown(f"{caption}: (no data)", html=_caption_html(caption) + "<p><i>(no data)</i></p>")
+    texts = {name: _shares_text(v, name) for name, v in values.items()}
+    perfect = [name for name, (ok, _) in texts.items() if ok]
+    if len(perfect) == len(values):
+        text = f"{caption}: every cell 1.00 in all {len(values)} ({', '.join(values)})"
     else:
-        wrong = int((known < 1.0).sum())
-        grid = values.map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}")
-        text = f"{caption}: {wrong} of {len(known)} cells below 1.00\n{text_table(grid, index=True)}"
+        text = "\n".join([f"{caption}: {len(values) - len(perfect)} of {len(values)} with a cell below 1.00"
+                          + (f"; all cells 1.00 in {', '.join(perfect)}" if perfect else "")]
+                         + [t for ok, t in texts.values() if not ok])
+    columns = max(1, min(columns, len(values)))
+    rows = -(-len(values) // columns)
+    biggest = max(max(v.shape) for v in values.values())
+    cell = 0.5 + 0.5 * biggest
+    fig = _new_figure(columns * (cell + 0.9) + 0.8, rows * (cell + 0.8))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    image = None
+    for ax, (name, v) in zip(axes.flat, values.items()):
+        image = _draw_shares(ax, v, name)
+    for ax in list(axes.flat)[len(values):]:
+        ax.set_visible(False)
+    bar = fig.colorbar(image, ax=axes, fraction=0.02, pad=0.02, ticks=[0, 0.5, 1])
+    bar.ax.tick_params(labelsize=7)
+    fig.suptitle(caption, fontsize=10)
     return figure(fig, caption, path=path, text=text)
 
 

@@ -26,7 +26,7 @@ _HIDDEN_TAGS = {"parameters", "injected-parameters", "papermill-error-cell-tag"}
 AREAS = ("preflight", "install", "connectivity", "performance", "policy", "QoS")  # + lifecycle when 05 ran
 
 _BADGE = {"passed": "#1e7e34", "failed": "#bd2130", "planned": "#1f5f9e", "skipped": "#6c757d",
-          "not run": "#6c757d", "not measured": "#6c757d", "running": "#b8860b"}
+          "not run": "#6c757d", "not selected": "#6c757d", "not measured": "#6c757d", "running": "#b8860b"}
 
 _CSS = """<style>
 .cnr-header table { border-collapse: collapse; margin: 0.5em 0; }
@@ -81,7 +81,7 @@ def area_verdicts(run_dir: Path, record: dict[str, Any]) -> dict[str, tuple[str,
     def stage(stage_id: str) -> tuple[str, str]:
         s = latest.get(stage_id)
         if s is None:
-            return ("not run" if stage_id in record["selected"] else "not run"), ""
+            return ("not run" if stage_id in record["selected"] else "not selected"), ""
         return s["status"], s["summary"]
 
     def checks(stage_id: str, pick) -> tuple[str, str] | None:
@@ -93,8 +93,9 @@ def area_verdicts(run_dir: Path, record: dict[str, Any]) -> dict[str, tuple[str,
             return None
         statuses = [c.get("status", "") for c in found]
         failed = [c["name"] for c in found if c.get("status") == "failed"]
+        tally = {x: statuses.count(x) for x in dict.fromkeys(statuses)}  # "87 passed, 3 skipped"
         why = (f"{len(failed)} of {len(found)} failed: {', '.join(failed[:4])}" if failed
-               else f"{sum(x == 'passed' for x in statuses)} of {len(found)} passed")
+               else ", ".join(f"{n} {x}" for x, n in tally.items()))
         return _fold(statuses) or "passed", why
 
     out: dict[str, tuple[str, str]] = {"preflight": stage("00_preflight")}

@@ -30,7 +30,8 @@ def test_figures_are_embedded_and_a_failed_stage_shows_a_short_error_box(tmp_pat
     nbs.mkdir()
     kit.stage_notebook(nbs / "00_preflight.ipynb", [
         "import pandas as pd\nfrom IPython.display import display as show\nfrom cni_runbook import display\n"
-        "if True:\n    show(display.heatmap(pd.DataFrame([[1.0, float('nan')]], index=['a'], columns=['a', 'b']), caption='m'))",
+        "if True:\n    h = display.heatmap(pd.DataFrame([[1.0, float('nan')]], index=['a'], columns=['a', 'b']), caption='m')\n"
+        "    show(h)\n    show(display.Shown('', png=h.png, alt='quiet in the log'))",
         "display.table(display.params_frame(ctx.stage_params()), caption='00: validated params')"])
     kit.stage_notebook(nbs / "01_cluster_no_cni.ipynb", ["x = 1", "raise RuntimeError('node lab-w1 is gone')"])
     monkeypatch.setattr(stages, "NOTEBOOKS_DIR", nbs)
@@ -42,12 +43,29 @@ def test_figures_are_embedded_and_a_failed_stage_shows_a_short_error_box(tmp_pat
     html = (run_dir / "report.html").read_text()
     assert kit.report_problems(run_dir) == []
     section = html[html.index('id="stage-00_preflight-1"'):html.index('id="stage-01_cluster_no_cni-1"')]
-    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', section)) == 1
-    (alt,) = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,', section)  # the figure's plain text
-    assert alt.startswith("m") and alt != "figure"
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', section)) == 2
+    alt, quiet = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,', section)
+    assert alt.startswith("m") and alt != "figure"  # the figure's plain text ...
+    assert quiet == "quiet in the log"  # ... or its own alt when the log line is empty
     assert not re.search(r"<img (?![^>]*\balt=)", html)  # no figure without an alt text anywhere
     cell = re.search(r"failed in cell (In \[\d+\])", console).group(1)
     box = html[html.index('class="cnr-error"'):]
     assert f"Failed in cell {cell}" in box and "RuntimeError: node lab-w1 is gone" in box
     assert "Traceback" not in html and "papermill-error-cell-tag" not in html
     assert "An Exception was encountered" not in html
+
+
+def test_area_verdicts_count_skipped_checks_as_skipped_not_as_missing_passes(tmp_path):
+    from cni_runbook import report
+
+    art = tmp_path / "artifacts" / "03_validation"
+    art.mkdir(parents=True)
+    checks = ([{"name": f"pod-to-pod/{i}", "status": "passed"} for i in range(4)]
+              + [{"name": "pod-to-external/x", "status": "skipped"}, {"name": "perf/ratio", "status": "failed"}])
+    (art / "result.json").write_text(json.dumps({"checks": checks}))
+    record = {"stages": [{"stage": "03_validation", "status": "failed", "summary": "s",
+                          "artifacts": "artifacts/03_validation"}], "selected": ["03_validation"], "params": {}}
+    verdicts = report.area_verdicts(tmp_path, record)
+    assert verdicts["connectivity"] == ("passed", "4 passed, 1 skipped")
+    assert verdicts["performance"] == ("failed", "1 of 1 failed: perf/ratio")
+    assert verdicts["preflight"] == ("not selected", "")

@@ -152,10 +152,10 @@ def test_validation_outcome_from_recorded_results():
     assert ValidationStage.outcome(results.SuiteResult(results.frame_from_rows(rows), None)).status == "passed"
 
 
-def test_validation_heatmaps_stay_out_of_batch_logs_only_when_every_cell_passed():
+def test_validation_matrices_are_one_figure_whose_log_names_only_failing_families():
     from cni_runbook.stages.show import render
-    from cni_runbook.stages.validation import ValidationStage
     from cni_runbook.validation import results
+    from cni_runbook.stages.validation import ValidationStage
 
     def row(family, dst, result):
         return {"test": f"{family}/n1->{dst}", "family": family, "src_pod": "a", "src_node": "n1", "target": dst,
@@ -164,10 +164,15 @@ def test_validation_heatmaps_stay_out_of_batch_logs_only_when_every_cell_passed(
     rows = [row("pod-to-pod", "n2", "passed"), row("pod-to-pod", "n3", "passed"),
             row("mtu", "n2", "passed"), row("mtu", "n3", "failed")]
     outcome = ValidationStage.outcome(results.SuiteResult(results.frame_from_rows(rows), None))
-    logged = {v.caption: render(v).text for v in outcome.views if v.section == "matrices"}
-    assert logged["pod-to-pod"] == ""  # all cells 1.00: the results table already says so
-    assert logged["mtu"].startswith("mtu") and "0.00" in logged["mtu"]  # a failing cell is printed
-    assert all(render(v).png for v in outcome.views if v.section == "matrices")  # the report keeps both figures
+    (matrices,) = [render(v) for v in outcome.views if v.section == "matrices"]
+    assert matrices.png and matrices.png.startswith(b"\x89PNG")  # one figure for both families
+    first, *rest = matrices.text.splitlines()
+    assert first.startswith("connectivity matrices") and "1 of 2 with a cell below 1.00" in first
+    assert "all cells 1.00 in pod-to-pod" in first and rest[0].startswith("mtu: 1 of 2 cells below 1.00")
+    rows[3]["result"] = "passed"
+    outcome = ValidationStage.outcome(results.SuiteResult(results.frame_from_rows(rows), None))
+    (matrices,) = [render(v) for v in outcome.views if v.section == "matrices"]
+    assert matrices.text.endswith("every cell 1.00 in all 2 (pod-to-pod, mtu)")
 
 
 def test_policy_qos_outcome_merges_the_four_sources(tmp_path):

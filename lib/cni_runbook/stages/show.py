@@ -29,6 +29,9 @@ def render(view: View) -> Any:
     """The displayable for a view (its ``brief``, when set, is the batch-log text)."""
     shown = _render(view)
     if view.brief is not None and isinstance(shown, display.Shown):
+        if shown.png is not None and not shown.alt:  # the figure keeps its description in the report
+            first = shown.text.strip().splitlines()
+            shown.alt = first[0] if first else view.caption
         shown.text = view.brief
     return shown
 
