@@ -42,10 +42,12 @@ def _cluster_sets(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    sets = (args.set or []) + _cluster_sets(args)
+    loaded = load_params(args.params, sets)  # bad params exit 2 before papermill is even imported
     from . import runner  # papermill and nbconvert load slowly: only for the commands that use them
 
-    result = runner.start(args.params, (args.set or []) + _cluster_sets(args), _stage_list(args.stages),
-                          True if args.plan else None, args.outputs)
+    result = runner.start(args.params, sets, _stage_list(args.stages), True if args.plan else None, args.outputs,
+                          loaded=loaded)
     return _finish(result)
 
 

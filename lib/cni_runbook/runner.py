@@ -524,9 +524,10 @@ class Run:
 
 def start(files: list[str], set_values: list[str] = (), stage_refs: list[str] | None = None,
           plan: bool | None = None, outputs: Path | None = None,
-          notebooks_dir: Path | None = None) -> RunResult:
-    """Validate params, create a new run folder and execute the selected stages."""
-    loaded = load_params(files, set_values)
+          notebooks_dir: Path | None = None, loaded: LoadedParams | None = None) -> RunResult:
+    """Validate params (unless ``loaded`` already holds them), create a new run folder and
+    execute the selected stages."""
+    loaded = loaded or load_params(files, set_values)
     params = loaded.params
     try:
         selected = stages.select(stage_refs or params.run.stages)

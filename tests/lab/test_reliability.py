@@ -1,8 +1,6 @@
-"""Faults injected into the real lab: two runs at once, a frozen API server, an API server restart.
+"""Faults injected into the real lab: a frozen API server, an API server restart (two runs at
+once, SIGTERM and SIGKILL of a run, canary secrets: tests/lab/test_reliability_runs.py).
 
-* the run lock: a second run against the same cluster is refused naming the first run's id, while a
-  stage of the first holds the cluster; the first ends (SIGTERM) with a verifiable record, its test
-  workloads removed and the lock released;
 * a SIGSTOPped API server fails a stage-03 step bounded by its own timeout, not by the freeze;
 * a short API server restart (killed; the lab's supervisor restarts it) during a stage-02 install
   is ridden out by the retries.
@@ -13,19 +11,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-
-from cni_runbook import audit
-from cni_runbook.kube import lock as runlock
-from cni_runbook.params import LAB_FILE
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _apiserver_pid(cfg) -> int:
@@ -51,35 +41,6 @@ def kube(lab):
     client = lab.kube()
     yield client
     client.close()
-
-
-def _run(outputs: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "CNI_RUNBOOK_OUTPUTS": str(outputs)}
-    return subprocess.Popen([sys.executable, "-m", "cni_runbook.cli", "run", "--params", str(LAB_FILE), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
-
-
-def test_a_second_run_is_refused_with_the_holders_run_id(kube, tmp_path):
-    out = tmp_path / "outputs"
-    first = _run(out, "--stages", "03", "--set", "validation.perf=false")
-    deadline = time.monotonic() + 180
-    while (held := runlock.holder(kube)) is None:
-        assert first.poll() is None, first.communicate()[0]
-        assert time.monotonic() < deadline, "the first run never took the lock"
-        time.sleep(1)
-    second = _run(out, "--stages", "03", "--set", "validation.perf=false")
-    text, _ = second.communicate(timeout=300)
-    assert second.returncode == 1, text
-    assert f"locked by run {held.run_id}" in text, text
-    (first_dir,) = [p for p in out.iterdir() if p.name == held.run_id]
-    first.send_signal(signal.SIGTERM)
-    first_text, _ = first.communicate(timeout=120)
-    record = audit.load_record(first_dir)
-    assert record["status"] in ("interrupted", "passed"), first_text
-    assert audit.verify(first_dir) == []
-    assert kube.get("v1", "Namespace", "cni-runbook-validation") in (None,) or \
-        kube.get("v1", "Namespace", "cni-runbook-validation")["metadata"].get("deletionTimestamp")
-    assert runlock.holder(kube) is None  # released at the end of the run
 
 
 def test_a_frozen_api_server_fails_the_step_within_its_timeout(lab, kube):
@@ -117,6 +78,7 @@ def test_a_frozen_api_server_fails_the_step_within_its_timeout(lab, kube):
     assert frozen, messages
     print(f"stage 03 step failed {ended - frozen[0]:.1f} s after the freeze: {outcome}")
     assert ended - frozen[0] < 45, outcome
+    assert "did not answer" in outcome, outcome  # said plainly, naming what was being done
     _wait_api(kube)
     cleanup(kube, cfg.namespace, wait=True, timeout=120)
 

@@ -49,9 +49,12 @@ class LoopbackSSH:
 
     @property
     def envvars(self) -> dict[str, str]:
-        """Ansible settings for tests: no shared control sockets, no known_hosts writes."""
+        """Ansible settings for tests: no shared control sockets, no known_hosts writes, and an SSH
+        connect timeout for a loaded machine (Ansible's 10 s default let a slow loopback handshake
+        pass for an unreachable host; a refused port still fails at once)."""
         return {
             "ANSIBLE_HOST_KEY_CHECKING": "False",
+            "ANSIBLE_TIMEOUT": "60",
             "ANSIBLE_SSH_ARGS": "-o ControlMaster=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o LogLevel=ERROR",
             "ANSIBLE_PIPELINING": "True",
             "ANSIBLE_REMOTE_TMP": str(self.workdir / "remote-tmp"),

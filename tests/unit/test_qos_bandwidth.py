@@ -126,14 +126,18 @@ def test_row_reports_percent_of_limit() -> None:
     assert row["of_limit_pct"] == 95.0 and row["measured_mbps"] == 9.5 and row["baseline_mbps"] == 1000.0
 
 
-def test_pair_objects_annotate_only_the_limited_pods() -> None:
+def test_pair_objects_annotate_only_the_limited_pods_and_mark_everything_as_the_runbooks() -> None:
+    from cni_runbook.kube.leftovers import ROLE_ANNOTATION
+
     objects = B.pair_objects("qos", "img", "10M", "20M", "n2", "n1")
     pods = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Pod"}
-    assert objects[0] == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "qos"}}
+    mark = {ROLE_ANNOTATION: B.ROLE}
+    assert objects[0] == {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": "qos", "labels": {"app.kubernetes.io/managed-by": "cni-runbook"}, "annotations": mark}}
     assert set(pods) == {"iperf-server", "iperf-client", "iperf-server-limited", "iperf-client-limited"}
-    assert pods["iperf-server-limited"]["metadata"]["annotations"] == {B.INGRESS_ANNOTATION: "10M"}
-    assert pods["iperf-client-limited"]["metadata"]["annotations"] == {B.EGRESS_ANNOTATION: "20M"}
-    assert "annotations" not in pods["iperf-server"]["metadata"]
+    assert pods["iperf-server-limited"]["metadata"]["annotations"] == {B.INGRESS_ANNOTATION: "10M", **mark}
+    assert pods["iperf-client-limited"]["metadata"]["annotations"] == {B.EGRESS_ANNOTATION: "20M", **mark}
+    assert pods["iperf-server"]["metadata"]["annotations"] == mark  # no bandwidth annotation
     assert pods["iperf-server"]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "n2"}
     assert pods["iperf-client"]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "n1"}
 

@@ -187,4 +187,5 @@ def test_policy_qos_outcome_merges_the_four_sources(tmp_path):
     assert outcome.status == "failed"
     assert [(c.name, c.status.value) for c in outcome.checks] == [("policy baseline", "failed"),
                                                                   ("qos cni pod audit", "failed")]
-    assert outcome.summary == "baseline: x/a -> y/b blocked; failed: policy baseline, qos cni pod audit"
+    assert outcome.summary == ("baseline: x/a -> y/b blocked; failed: policy baseline; "
+                               "qos cni pod audit (no CNI pods found to audit)")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
 
-from .client import Kube, KubeError, api_error_message
+from .client import Kube, KubeError, api_error_message, transient
 from .wait import crd_established
 
 FIELD_MANAGER = "cni-runbook"
@@ -116,7 +116,15 @@ class Applier:
         self.crd_timeout = crd_timeout
 
     def apply(self, objects: list[dict], record: Path | None = None, rollback_on_error: bool = True) -> list[Applied]:
-        problems = preflight(self.kube, objects, self.default_namespace)
+        try:
+            problems = preflight(self.kube, objects, self.default_namespace)
+        except Exception as exc:  # noqa: BLE001 - a frozen or restarting API server: say what was being applied
+            if not transient(exc):
+                raise
+            first = _meta(objects[0]) if objects else ("", "?", None, "?")
+            raise ApplyError(f"checking {len(objects)} object(s) against the cluster before applying them (first: "
+                             f"{first[1]} {first[2] + '/' if first[2] else ''}{first[3]}) failed: the API server "
+                             f"{self.kube.server} did not answer ({type(exc).__name__}: {str(exc)[:160]})") from None
         if problems:
             raise ApplyError("nothing was applied; the set has problems:\n- " + "\n- ".join(problems))
         done: list[Applied] = []

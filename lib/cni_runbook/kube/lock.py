@@ -3,7 +3,9 @@
 Every stage that touches the cluster takes the lock when it opens (plan mode takes none). The
 Lease ``cni-runbook/run-lock`` names the holder (``holderIdentity``: the run id; annotations: the
 operator and the stage) and is renewed every :data:`RENEW_S` seconds by a thread of the stage's
-kernel. A run holding it may take it again (its next stage, a resume); another run is refused
+kernel while the stage applies (:func:`end_stage`: a stage run by hand releases it when it
+ends, a stage of the runner leaves it to the runner). A run holding it may take it again (its
+next stage, a resume); another run is refused
 with :class:`LockHeld` naming the holder and since when. A lock nobody renews (a killed runner)
 expires after :data:`DURATION_S` seconds and may then be taken over; the runner releases it when
 a run ends, so a second run can follow at once.
@@ -14,6 +16,7 @@ Updates use the Lease's resourceVersion, so two runs starting together cannot bo
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -274,6 +277,51 @@ def lock_stage(ctx: Any) -> ClusterLock | None:
     return lock
 
 
+def runner_holds(run_dir: Path) -> bool:
+    """True if this process is a stage kernel of the runner executing the run in ``run_dir``.
+
+    The runner records itself in run.json (``runner``: pid, host, process start) and is the
+    kernel's parent process; it takes the lock again for its next stage and releases it when the
+    run ends. A stage run any other way (a notebook run by hand in JupyterLab, papermill alone)
+    has nobody to release its lock after it: the stage gives it up itself.
+    """
+    import os
+    import socket
+
+    try:
+        record = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    runner = record.get("runner") if isinstance(record, dict) else None
+    return (record.get("status") == "running" and isinstance(runner, dict)
+            and runner.get("host") == socket.gethostname() and int(runner.get("pid") or 0) == os.getppid())
+
+
+def end_stage(ctx: Any, lock: ClusterLock | None = None) -> str:
+    """The end of a stage's hold on the lock (the stage base calls it when ``apply`` ends).
+
+    Renewal stops, and the lock is released unless the runner executes this stage
+    (:func:`runner_holds`: it hands the lock to the run's next stage and releases it when the run
+    ends). Either way the context forgets it, so an ``apply`` run again in the same kernel takes
+    it again. Returns what happened: ``released``, ``kept for the runner``, ``none``.
+    """
+    lock = lock or getattr(ctx, "lock", None)
+    if lock is None:
+        return "none"
+    lock.stop()
+    try:
+        if runner_holds(ctx.run_dir):
+            return "kept for the runner"
+        lock.release()
+        return "released"
+    finally:
+        try:
+            ctx.lock = None
+        except AttributeError:
+            pass
+        lock.kube.close()
+
+
 def release_run(run_id: str, params: Any, state_get: Any) -> bool:
     """Release the run lock at the end of a run (best effort: an unreleased lock expires)."""
     kube = _cluster(params, state_get)
@@ -285,5 +333,5 @@ def release_run(run_id: str, params: Any, state_get: Any) -> bool:
         kube.close()
 
 
-__all__ = ["ClusterLock", "LockHeld", "Holder", "holder", "lock_stage", "release_run", "NAMESPACE", "LEASE",
+__all__ = ["ClusterLock", "LockHeld", "Holder", "holder", "lock_stage", "end_stage", "runner_holds", "release_run", "NAMESPACE", "LEASE",
            "DURATION_S", "RENEW_S"]

@@ -164,31 +164,55 @@ def node_ready(node: dict) -> tuple[bool, str]:
     return cond.get("status") == "True", cond.get("message", "")
 
 
+def nodes_state(items: list[dict], expected: int | None = None) -> tuple[bool, str]:
+    """(all ``expected`` nodes registered and Ready, a description naming the nodes that are not)."""
+    ready = [i["metadata"]["name"] for i in items if node_ready(i)[0]]
+    want = expected if expected is not None else len(items)
+    late = sorted(i["metadata"]["name"] for i in items if not node_ready(i)[0])
+    text = f"nodes Ready: {len(ready)}/{want}"
+    if late:  # a timeout names the nodes at fault
+        text += f"; not Ready: {', '.join(late[:5])}" + (f" (+{len(late) - 5} more)" if len(late) > 5 else "")
+    elif len(items) < want:
+        text += f"; {want - len(items)} node(s) not registered"
+    return want > 0 and len(ready) >= want and len(items) >= want, text
+
+
 def nodes_ready(kube: Kube, expected: int | None = None, timeout: float = 180,
                 progress: Progress | None = None) -> str:
-    def pred(items):
-        ready = [i["metadata"]["name"] for i in items if node_ready(i)[0]]
-        want = expected if expected is not None else len(items)
-        return (want > 0 and len(ready) >= want and len(items) >= want,
-                f"nodes Ready: {len(ready)}/{want}")
+    return watch_until(kube.core.list_node, lambda items: nodes_state(items, expected), timeout,
+                       "all nodes to be Ready", progress)
 
-    return watch_until(kube.core.list_node, pred, timeout, "all nodes to be Ready", progress)
+
+def pod_state(pod: dict) -> str:
+    """``name on node (reason)`` of a pod that is not ready: a waiting container's reason, else its phase."""
+    status = pod.get("status") or {}
+    waiting = [((c.get("state") or {}).get("waiting") or {}).get("reason") for c in status.get("containerStatuses") or ()]
+    reason = next((w for w in waiting if w), None) or status.get("phase") or "Pending"
+    node = (pod.get("spec") or {}).get("nodeName") or "no node yet"
+    return f"{pod['metadata']['name']} on {node} ({reason})"
+
+
+def pod_ready(pod: dict) -> bool:
+    conds = {c["type"]: c["status"] for c in (pod.get("status") or {}).get("conditions") or []}
+    return (pod.get("status") or {}).get("phase") == "Running" and conds.get("Ready") == "True"
+
+
+def pods_state(items: list[dict], what: str, minimum: int = 1) -> tuple[bool, str]:
+    """(at least ``minimum`` live pods, all Running and Ready; a description naming the pods that are not)."""
+    live = [i for i in items if not i["metadata"].get("deletionTimestamp")]
+    n_ready = sum(pod_ready(p) for p in live)
+    text = f"pods {what}: {n_ready}/{len(live)} Running+Ready"
+    late = sorted(pod_state(p) for p in live if not pod_ready(p))
+    if late:  # a timeout names the pods at fault, their nodes and why
+        text += f"; not ready: {', '.join(late[:4])}" + (f" (+{len(late) - 4} more)" if len(late) > 4 else "")
+    return len(live) >= minimum and n_ready == len(live), text
 
 
 def pods_running(kube: Kube, namespace: str, label_selector: str, minimum: int = 1,
                  timeout: float = 180, progress: Progress | None = None) -> str:
     """Wait until at least ``minimum`` pods match and every matching pod is Running and Ready."""
-
-    def ready(pod):
-        conds = {c["type"]: c["status"] for c in (pod.get("status") or {}).get("conditions") or []}
-        return (pod.get("status") or {}).get("phase") == "Running" and conds.get("Ready") == "True"
-
-    def pred(items):
-        live = [i for i in items if not i["metadata"].get("deletionTimestamp")]
-        n_ready = sum(ready(p) for p in live)
-        return (len(live) >= minimum and n_ready == len(live),
-                f"pods {namespace}/{label_selector}: {n_ready}/{len(live)} Running+Ready")
-
-    return watch_until(kube.core.list_namespaced_pod, pred, timeout,
+    return watch_until(kube.core.list_namespaced_pod,
+                       lambda items: pods_state(items, f"{namespace}/{label_selector}", minimum), timeout,
                        f"pods {label_selector} in {namespace} to be Running", progress,
                        namespace=namespace, label_selector=label_selector)
+

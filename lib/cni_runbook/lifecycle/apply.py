@@ -79,8 +79,12 @@ class LifecycleResult:
         text = f"{mode}{self.mode}: {sum(1 for s in self.steps if s.status == 'passed')}/{len(self.steps)} steps passed"
         if self.rolled_back:
             text += f"; ROLLED BACK ({self.rollback_detail})"
+        failed = [s for s in self.steps if s.status == "failed"]
         if self.error:
             text += f"; {self.error.splitlines()[0]}"
+        elif failed:  # a step that failed without an error: name it and what it saw
+            text += "; failed: " + "; ".join(f"{s.name} ({s.detail.splitlines()[0][:200]})" if s.detail else s.name
+                                             for s in failed)
         return text
 
     def checks(self) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ fit together for the chosen CNI source and stages:
 * files named by params exist and parse (``policy.files``, ``cni.source.path``, Helm
   ``values_files``, ``policy.layout``);
 * built-in policy scenario names and preflight waiver names exist;
+* ``cni.config`` only for a profile that has settings (flannel: ``chain_bandwidth``);
 * the Antrea settings in ``cni.config`` are known, well-typed and consistent
   (``antreaProxy.proxyAll`` with ``kube_proxy_remove`` needs ``kubeAPIServerOverride``);
 * an Antrea version without ``cni.source`` is a release this runbook knows.
@@ -107,6 +108,25 @@ def _waivers(params: Params, where: Where) -> list[str]:
     return problems
 
 
+def _profile_settings(params: Params, where: Where) -> list[str]:
+    """``cni.config`` for a profile that takes no settings (lab, generic) or only a few (flannel): what
+    stage 02's renderer would refuse, said before anything is touched."""
+    cni, loc = params.cni, ("cni", "config")
+    if not cni.config or cni.profile == "antrea":
+        return []
+    if cni.profile == "flannel":
+        from ..cni import flannel
+
+        unknown = sorted(set(cni.config) - set(flannel.SETTINGS))
+        if unknown:
+            return [f"{where(loc)}: cni.config: {', '.join(unknown)}: the flannel profile knows only "
+                    f"{', '.join(flannel.SETTINGS)}"]
+        return []
+    return [f"{where(loc)}: cni.config: {', '.join(sorted(cni.config))}: profile {cni.profile!r} has no configuration "
+            "keys (expected no cni.config); edit the manifest (or chart values) itself, or use a profile that knows "
+            "this CNI (antrea, flannel)"]
+
+
 def _antrea(params: Params, where: Where) -> list[str]:
     cni = params.cni
     if cni.profile != "antrea":
@@ -170,6 +190,7 @@ def check(params: Params, where: Where) -> list[str]:
     problems = _files(params, where)
     problems += _waivers(params, where)
     problems += _antrea(params, where)
+    problems += _profile_settings(params, where)
     if not any(p.split(": ", 2)[1].startswith("policy.files") for p in problems if ": " in p):
         problems += _policy(params, where)
     return problems

@@ -85,9 +85,21 @@ class SetResult:
             "message": "; ".join(self.messages),
         }
 
+    def first_mismatches(self, limit: int = 3) -> str:
+        """The first incorrect pairs by name, e.g. ``x/a -> y/b TCP/80: observed allowed, expected
+        blocked`` ('' when every pair was as expected)."""
+        words = {M.ALLOWED: "allowed", M.BLOCKED: "blocked", M.UNKNOWN: "unknown"}
+        frame = self.mismatches()
+        pairs = [f"{r['from']} -> {r['to']} {r['matrix']}: observed {words.get(r['observed'], r['observed'])}, "
+                 f"expected {words.get(r['expected'], r['expected'])}" for r in frame.head(limit).to_dict("records")]
+        more = f" (+{len(frame) - limit} more)" if len(frame) > limit else ""
+        return ", ".join(pairs) + more
+
     def check(self) -> dict[str, Any]:
-        """A check for ``ctx.result``."""
+        """A check for ``ctx.result``; a failed set names its first incorrect pairs."""
         message = self.summary + (f"; {'; '.join(self.messages)}" if self.messages else "")
+        if self.incorrect:
+            message += f"; {self.first_mismatches()}"
         if self.latency_s is not None:
             message += f"; enforced after {self.latency_s:.1f}s"
         return {"name": f"policy {self.name}", "status": self.status, "message": message, "time_s": round(self.seconds, 2)}

@@ -302,7 +302,9 @@ class Verifier:
         before = list(self.base_policies)
         after = before + list(policy_set.policies)
         sentinels = self._sentinels(before, after, policy_set.probes)
-        kept, removed = policy_set.kept(), policy_set.removed()
+        from .workloads import marked_test_policy
+
+        kept, removed = policy_set.kept(), [marked_test_policy(p) for p in policy_set.removed()]
         record = self.record_dir / f"policies-{name}.jsonl"
         kept_record = self.record_dir / "policies-kept.jsonl"
 

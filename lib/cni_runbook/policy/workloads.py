@@ -25,6 +25,7 @@ from typing import Any
 
 from ..kube import Kube
 from ..kube.apply import Applied, Applier, rollback
+from ..kube.leftovers import ROLE_ANNOTATION
 from ..kube.wait import node_ready, watch_until
 from .layout import Layout
 from .model import Cluster, NetworkPolicy
@@ -32,8 +33,16 @@ from .model import Cluster, NetworkPolicy
 Progress = Callable[[str], None]
 
 NETEXEC_CONTAINER = "netexec"
-ROLE_ANNOTATION = "cni-runbook.io/role"
-ROLE = "policy-truth-table"
+ROLE = "policy-truth-table"  # the mark of the layout's namespaces and pods (kube/leftovers.py)
+TEST_POLICY_ROLE = "policy-test-set"  # the mark of a set's policies that are removed after it
+
+
+def marked_test_policy(policy: dict[str, Any]) -> dict[str, Any]:
+    """A test policy as applied: with the mark that lets the next run remove it if this one is stopped
+    (an annotation: selectors never see it)."""
+    meta = dict(policy.get("metadata") or {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), ROLE_ANNOTATION: TEST_POLICY_ROLE}
+    return {**policy, "metadata": meta}
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 

@@ -20,6 +20,7 @@ the token bucket's burst and TCP slow start distort the rate, is omitted).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -30,6 +31,7 @@ from typing import Any
 
 from ..kube import Kube
 from ..kube.apply import Applied, Applier, rollback
+from ..kube.leftovers import ROLE_ANNOTATION
 from ..kube.exec import exec_in_pod
 from ..kube.wait import node_ready, watch_until
 
@@ -38,6 +40,7 @@ Progress = Callable[[str], None]
 INGRESS_ANNOTATION = "kubernetes.io/ingress-bandwidth"
 EGRESS_ANNOTATION = "kubernetes.io/egress-bandwidth"
 IPERF_PORT = 5201
+ROLE = "qos-bandwidth"  # the mark of the QoS check's namespace and pods (kube/leftovers.py)
 #: the unlimited baseline must be at least this many times the measured limited rate
 BASELINE_FACTOR = 2.0
 
@@ -187,7 +190,9 @@ def roles(ingress: str | None, egress: str | None) -> list[Role]:
 def pair_objects(namespace: str, image: str, ingress: str | None, egress: str | None,
                  server_node: str | None = None, client_node: str | None = None) -> list[dict[str, Any]]:
     """The namespace and the iperf3 pods (every pod runs ``iperf3 -s``; clients are exec'd)."""
-    objects: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}]
+    mark = {ROLE_ANNOTATION: ROLE}  # the next run removes them if this one is stopped (kube/leftovers.py)
+    objects: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": namespace, "labels": {"app.kubernetes.io/managed-by": "cni-runbook"}, "annotations": mark}}]
     for role in roles(ingress, egress):
         node = server_node if role.side == "server" else client_node
         spec: dict[str, Any] = {
@@ -199,8 +204,7 @@ def pair_objects(namespace: str, image: str, ingress: str | None, egress: str | 
             spec["nodeSelector"] = {"kubernetes.io/hostname": node}
         meta: dict[str, Any] = {"name": role.name, "namespace": namespace,
                                 "labels": {"app.kubernetes.io/name": role.name, "app.kubernetes.io/managed-by": "cni-runbook"}}
-        if role.annotations:
-            meta["annotations"] = dict(role.annotations)
+        meta["annotations"] = {**dict(role.annotations), **mark}
         objects.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})
     return objects
 
@@ -295,11 +299,16 @@ def measure(kube: Kube, qos_params: Any, image: str, record: Path, *, timeout: f
     finally:
         rollback(kube, record, timeout=timeout, progress=say)
     baseline = run.results["baseline"].received_bps if run.results["baseline"].ok else None
+    limited = {"ingress": ("iperf-server-limited", server_node), "egress": ("iperf-client-limited", client_node)}
     for direction, limit in (("ingress", bw.ingress), ("egress", bw.egress)):
         if limit:
             measured = run.results[direction]
-            run.checks.append(evaluate(direction, limit, measured.received_bps if measured.ok else None, baseline,
-                                       qos_params.tolerance_pct))
+            check = evaluate(direction, limit, measured.received_bps if measured.ok else None, baseline,
+                             qos_params.tolerance_pct)
+            if check.status == "failed":  # name the pod the limit is on, and its node
+                pod, node = limited[direction]
+                check = dataclasses.replace(check, message=f"pod {qos_params.namespace}/{pod} on {node}: {check.message}")
+            run.checks.append(check)
     run.seconds = time.monotonic() - started
     return run
 

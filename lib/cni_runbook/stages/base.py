@@ -180,16 +180,17 @@ class Stage(abc.ABC):
     @contextlib.contextmanager
     def cluster_lock(self) -> Iterator[None]:
         """The cluster's run lock (:mod:`cni_runbook.kube.lock`), taken around ``apply`` when
-        :attr:`touches_cluster`; another run holding it fails the stage naming that run. It stays
-        held (unrenewed) after ``apply``: the run's next stage takes it again, the runner releases it."""
-        from cni_runbook.kube.lock import lock_stage
+        :attr:`touches_cluster`; another run holding it fails the stage naming that run. When
+        ``apply`` ends its renewal stops; a stage run by hand (JupyterLab, papermill alone) releases
+        it, a stage of the runner leaves it held for the run's next stage (the runner releases it
+        when the run ends) - :func:`cni_runbook.kube.lock.end_stage`."""
+        from cni_runbook.kube.lock import end_stage, lock_stage
 
         lock = lock_stage(self.ctx)
         try:
             yield
         finally:
-            if lock is not None:
-                lock.stop()
+            end_stage(self.ctx, lock)
 
     def run_apply(self, plan: Plan) -> Outcome:
         """Apply unless the plan blocks or this is plan mode; an OperatorError becomes a failed outcome."""

@@ -204,7 +204,18 @@ class CniInstallStage(Stage):
     def outcome(result: InstallResult, views: list[View] | None = None) -> Outcome:
         """The applied outcome of an install result (no cluster needed to compute it)."""
         checks = [Check(s.name, s.status, s.detail, round(s.time_s, 2)) for s in [*result.steps, *result.post_checks]]
-        summary = result.summary() + (f"; {result.error.splitlines()[0]}" if result.error else "")
+        summary = result.summary()
+        failed = [s for s in [*result.steps, *result.post_checks] if s.status == "failed"]
+        if result.error:
+            summary += f"; {result.error.splitlines()[0]}"
+        elif failed:  # a post-check that failed without an error: name it and what it saw
+            summary += "; failed: " + "; ".join(f"{s.name} ({(s.detail or '').splitlines()[0][:200]})"
+                                                 if s.detail else s.name for s in failed)
+        from cni_runbook.cni.waits import unhealthy_pods
+
+        pods = [line.strip() for line in unhealthy_pods(result.health, limit=100).splitlines()[2:]]
+        if pods and not result.ok:  # the CNI pods at fault, by name and node
+            summary += f"; CNI pods not ready: {', '.join(pods[:3])}" + (f" (+{len(pods) - 3} more)" if len(pods) > 3 else "")
         return Outcome(Status.PASSED if result.ok else Status.FAILED, summary, checks,
                        {"counts": result.counts, "changes": result.changes, "dry_run": result.dry_run,
                         "rolled_back": len(result.rolled_back), **({"error": result.error} if result.error else {})},

@@ -20,6 +20,7 @@ import pandas as pd
 from cni_runbook import display
 from cni_runbook.checks import Check, Status
 from cni_runbook.cni.profiles import policy_enforcement
+from cni_runbook.kube import leftovers
 from cni_runbook.policy import flow, results, sets, tables, workloads
 from cni_runbook.policy import plan as policy_plan
 from cni_runbook.qos import antrea as qos_antrea
@@ -27,6 +28,19 @@ from cni_runbook.qos import audit, bandwidth
 
 from . import registry
 from .base import Finding, Outcome, Plan, Stage, View
+
+
+def failing(check: Check, said: str = "") -> str:
+    """A failed check for the summary: its name and what its message says is at fault (unless
+    ``said``, the summary so far, says it already)."""
+    if not check.message or check.message.split(" - ")[0] in said:
+        return check.name
+    return f"{check.name} ({check.message})"
+
+
+#: the marks of what stage 04 creates (kube/leftovers.py): the truth-table layout, the test
+#: policies of each set, the QoS namespace and pods
+LEFTOVER_ROLES = (workloads.ROLE, workloads.TEST_POLICY_ROLE, bandwidth.ROLE)
 
 
 class PolicyQosStage(Stage):
@@ -42,6 +56,7 @@ class PolicyQosStage(Stage):
         self.policy_run: flow.PolicyRun | None = None
         self.bandwidth_run: Any = None
         self.cni_audit: pd.DataFrame | None = None
+        self.leftovers: list[str] = []  # what an earlier, interrupted run left and this one removed first
 
     # -- plan ----------------------------------------------------------------------------------
     def plan(self, ctx: Any) -> Plan:
@@ -109,6 +124,13 @@ class PolicyQosStage(Stage):
 
         params = ctx.params
         kube = Kube.from_kubeconfig(self.target.kubeconfig, self.target.context)
+        try:  # an earlier run stopped hard left its objects: they go before anything is applied
+            self.leftovers = [f.ref for f in leftovers.remove(kube, LEFTOVER_ROLES, progress=print)]
+        except Exception:
+            kube.close()
+            raise
+        if self.leftovers:
+            ctx.write_artifact("leftovers-removed.json", {"removed": self.leftovers})
         # a CNI without NetworkPolicy enforcement (flannel) is said so before anything is probed
         self.enforcement = policy_enforcement(params.cni.profile, params.policy.accept_no_enforcement)
         ctx.write_artifact("policy-enforcement.json", self.enforcement.record())
@@ -146,10 +168,17 @@ class PolicyQosStage(Stage):
         if self.antrea_checks is not None and params.qos.antrea_egress.model_dump(exclude_none=True):
             checks += [Check(f"antrea {r['check']}", r["status"], r["fix"] or str(r["value"]))
                        for r in self.antrea_checks.to_dict("records")]
-        failed = [c.name for c in checks if c.status == Status.FAILED]
+        if self.leftovers:
+            checks.insert(0, Check("leftovers of earlier runs", Status.PASSED,
+                                   f"removed before applying: {', '.join(self.leftovers)}"))
+        failed = [c for c in checks if c.status == Status.FAILED]
         summary = enforcement.summary(run) + (f"; {bandwidth.summarize(bw_checks)}" if self.bandwidth_run else "")
-        summary += f"; failed: {', '.join(failed)}" if failed else ""
+        summary += f"; failed: {'; '.join(failing(c, summary) for c in failed)}" if failed else ""
+        if self.leftovers:
+            summary = (f"removed {len(self.leftovers)} leftover(s) of an earlier, interrupted run first "
+                       f"({', '.join(self.leftovers)}); {summary}")
         data = {"sets": len(run.results), "kept": run.kept, "removed": run.removed} if run else {"sets": 0}
+        data["leftovers_removed"] = self.leftovers
         return Outcome(Status.FAILED if failed else Status.PASSED, summary, checks, data, self._views(enforcement))
 
     def _views(self, enforcement: Any = None) -> list[View]:
