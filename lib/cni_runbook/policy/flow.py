@@ -99,7 +99,7 @@ def run(
             return result
         say(f"baseline: {result.baseline.summary}")
         for number, policy_set in enumerate(sets, 1):
-            say(f"[{number}/{len(sets)}] {policy_set.name}: {policy_set.description}")
+            say(f"policy set {number} of {len(sets)}, {policy_set.name}: {policy_set.description}")
             result.results.append(verifier.verify(policy_set))
         result.kept = list(verifier.kept)
     finally:

@@ -128,7 +128,8 @@ class Verifier:
         self.attempts = attempts
         self.say = progress or (lambda _m: None)
         self.probe_fn = probe_fn or _default_probe_fn()
-        self.applier = applier or Applier(kube, progress=self.say)
+        # a set's own lines say what it applies and removes: no per-object lines from these two
+        self.applier = applier or Applier(kube)
         self.rollback_fn = rollback_fn or rollback
         #: policies in force besides the set under test: pre-existing ones, then kept ones
         self.base_policies: list[dict[str, Any]] = list(deployment.existing_policies)
@@ -198,7 +199,8 @@ class Verifier:
         expected: dict[PortProto, pd.DataFrame] = {}
         for port, protocol in probes:
             expected[(port, protocol)] = engine.matrix(port, protocol)
-        self.say(f"{name}: probing {len(cells)} pairs on {', '.join(f'{pr}/{po}' for po, pr in probes)}")
+        if name == "baseline":  # a set's own lines say what it applied; the probing is the same each time
+            self.say(f"{name}: probing {len(cells)} pairs on {', '.join(f'{pr}/{po}' for po, pr in probes)}")
         found.update(self.probe_all({pp: cells for pp in probes}))
         result.probes_run += len(cells) * len(probes)
         probed_again = False
@@ -316,7 +318,7 @@ class Verifier:
             if kept:
                 result.applied += self.applier.apply(kept, record=kept_record, rollback_on_error=False)
         except Exception:
-            self.rollback_fn(self.kube, record, progress=self.say)
+            self.rollback_fn(self.kube, record)
             raise
         deadline = started + self.enforcement_timeout_s
         try:
@@ -329,11 +331,11 @@ class Verifier:
             else:
                 self.say(f"{name}: no expected change against the current policies; nothing to time")
             self._measure(name, after, policy_set.probes, started, result, deadline)
-            self.say(f"{name}: {result.summary}")
+            self.say(f"{name}: {result.summary}" + (f"; removing the {len(removed)} test polic"
+                                                    f"{'y' if len(removed) == 1 else 'ies'}" if removed else ""))
         finally:
             if removed:
-                self.say(f"{name}: removing the {len(removed)} test polic{'y' if len(removed) == 1 else 'ies'}")
-                self.rollback_fn(self.kube, record, progress=self.say)
+                self.rollback_fn(self.kube, record)
         if kept:
             self.base_policies += kept
             names = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in kept]

@@ -89,7 +89,10 @@ class CniInstallStage(Stage):
         plan.views += [View("note", note, "text", "source") for note in p.notes]
         plan.views += [View("rendered.diff", diff or "rendered manifest == upstream, byte for byte", "text", "render"),
                        View("objects changed by rendering", p.changed_objects(), section="render"),
-                       View(f"{len(objects)} objects, {len(p.images())} images", objects, section="objects")]
+                       View(f"{len(objects)} objects, {len(p.images())} images", objects, section="objects",
+                            brief=f"{len(objects)} objects ("
+                                  + ", ".join(f"{n} {k}" for k, n in objects["kind"].value_counts(sort=False).items())
+                                  + f"), {len(p.images())} images: {', '.join(p.images())} (every object in the notebook)")]
         if cni.route == "kubespray_custom_cni":
             self._plan_kubespray(ctx, plan)
         plan.summary = f"{len(objects)} objects rendered; nothing was touched"

@@ -74,9 +74,10 @@ class PolicyQosStage(Stage):
             return plan
         objects = workloads.workload_objects(layout, workloads.probe_image(params, self.target))
         ctx.write_artifact("layout.yaml", {"apiVersion": "v1", "kind": "List", "items": objects})
-        plan.views.append(View(f"layout: {len(layout.namespaces)} namespaces, {len(layout.pods)} pods, ports "
-                               f"{', '.join(map(str, layout.ports))} over {', '.join(layout.protocols)}",
-                               workloads.placement(objects), section="layout"))
+        caption = (f"layout: {len(layout.namespaces)} namespaces, {len(layout.pods)} pods, ports "
+                   f"{', '.join(map(str, layout.ports))} over {', '.join(layout.protocols)}")
+        plan.views.append(View(caption, workloads.placement(objects), section="layout",
+                               brief=f"{caption} ({', '.join(layout.namespaces)}; pods in the notebook)"))
         for item in self.planned_sets:
             ctx.write_artifact(f"policies/{item.policy_set.name}.yaml",
                                {"apiVersion": "v1", "kind": "List", "items": list(item.policy_set.policies)})
@@ -187,7 +188,13 @@ class PolicyQosStage(Stage):
         if run is None:
             views.append(View("truth tables not run: " + enforcement.message.split(". ")[0], [], section="policy"))
         else:
-            views += [View("layout pods as deployed", run.placement(), section="policy"),
+            placed = run.placement()
+            spread = {}
+            for row in placed:
+                spread[row["node"]] = spread.get(row["node"], 0) + 1
+            views += [View("layout pods as deployed", placed, section="policy",
+                           brief=f"layout pods as deployed: {len(placed)} on {len(spread)} nodes ("
+                                 + ", ".join(f"{n} {c}" for n, c in sorted(spread.items())) + "; IPs in the notebook)"),
                       View(run.summary if not run.error else run.error, results.summary_frame(run.results),
                            section="policy")]
         if run is not None and run.results:
@@ -204,7 +211,9 @@ class PolicyQosStage(Stage):
                           View(r.name, tables.styled_matrix(m.observed, f"{r.name} {m.label}: observed"), "object",
                                "matrices"),
                           View(r.name, tables.styled_matrix(m.comparison.diff, f"{r.name} {m.label}: "
-                                                            f"{m.comparison.summary}", diff=True), "object", "matrices")]
+                                                            f"{m.comparison.summary}", diff=True), "object", "matrices",
+                               # an all-agreeing diff: the summary table above already says so
+                               brief="" if m.comparison.ok else None)]
             if r.incorrect:
                 views.append(View(f"{r.name}: mismatches and the rules that decide them", r.mismatches(),
                                   section="matrices"))

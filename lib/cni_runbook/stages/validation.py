@@ -47,6 +47,11 @@ class ValidationStage(Stage):
                                   ("<node A>", "<node B>") if cfg.perf else None)
         ctx.write_artifact("workloads.yaml", workloads.render(layout))
         actions = registry.outline(ctx.stage.id, ctx.params)
+        for action in actions:  # the images the Target runs (the lab: its own builds), not the params' defaults
+            if action["step"] == "deploy":
+                action["detail"] = f"probe pods ({cfg.images.probe}) on every node"
+            elif action["step"] == "perf":
+                action["target"] = cfg.images.perf
         families = selected.groupby("family", sort=False).size()
         pods = suite.pods_frame(layout)
         roles = pods.groupby("role", sort=False).size()
@@ -109,11 +114,12 @@ class ValidationStage(Stage):
                               "object", "matrices"))
         failed = results.failures(frame)
         views.append(View(f"{len(failed)} failed tests", failed if len(failed) else [{"result": "no test failed"}],
-                          section="failures"))
+                          section="failures", brief=None if len(failed) else "0 failed tests"))
         perf = frame[frame["family"] == "perf"]
         if len(perf):
+            # the log gets the table only when a measurement failed (the two plot lines below give the figures)
             views.append(View("performance", perf[["test", "src_pod", "target", "result", "value", "unit", "reason"]],
-                              section="failures"))
+                              section="failures", brief=None if (perf["result"] == "failed").any() else ""))
             pc = cfg.perf_config if cfg is not None else None
             views += [View("throughput", display.plot_throughput(perf, pc.tolerance_pct if pc else 30.0,
                                                                  pc.min_throughput_mbps if pc else None),
