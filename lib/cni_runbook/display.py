@@ -216,6 +216,17 @@ def table(rows: list[dict[str, Any]] | pd.DataFrame, caption: str | None = None)
     return Shown(text, html=html, role=role)
 
 
+def side_by_side(parts: Iterable[Shown], text: str | None = None) -> Shown:
+    """Several HTML displays in one row (wrapping on narrow screens), e.g. a truth table's
+    expected, observed and diff; batch logs get ``text`` (default: the parts' texts, non-empty ones)."""
+    parts = list(parts)
+    cells = "".join(f'<div style="flex: 0 0 auto">{p.html or _html.escape(p.text)}</div>' for p in parts)
+    if text is None:
+        text = "\n".join(p.text for p in parts if p.text)
+    return Shown(text, html=f'<div style="display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start">'
+                            f"{cells}</div>")
+
+
 def stage_header(ctx) -> Shown:
     """Title block of a stage: mode, site, run folder, params files."""
     mode = "**PLAN** - renders and records, touches no host and no cluster" if ctx.plan else "**APPLY**"
@@ -333,7 +344,9 @@ def heatmap(matrix: pd.DataFrame, caption: str | None = None, cmap: str | None =
     if values.empty:
         return Shown(f"{caption}: (no data)", html=_caption_html(caption) + "<p><i>(no data)</i></p>")
     rows, cols = values.shape
-    fig = _new_figure(2.2 + 0.75 * cols, 1.3 + 0.45 * rows)
+    labels = max(len(str(i)) for i in values.index)  # long row labels (policy set names) need room
+    width = max(2.2 + 0.75 * cols + 0.06 * max(0, labels - 8), 0.075 * len(caption) + 1.2)  # the title fits
+    fig = _new_figure(width, 1.3 + 0.45 * rows)
     ax = fig.add_subplot()
     image = _draw_shares(ax, values, caption)
     bar = fig.colorbar(image, ax=ax, fraction=0.08, pad=0.03, ticks=[0, 0.5, 1])

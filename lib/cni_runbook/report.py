@@ -39,6 +39,7 @@ _CSS = """<style>
 .cnr-table table { margin-left: 0; }
 .cnr-table th, .cnr-header th, .jp-RenderedHTMLCommon thead th { text-align: left !important; }
 details.cnr-params summary { cursor: pointer; font-weight: bold; }
+details.cnr-progress summary { cursor: pointer; color: #555; font-family: monospace; }
 </style>"""
 
 
@@ -213,9 +214,26 @@ def _stage_cells(path: Path) -> list:
                 if out and out[-1].cell_type == "markdown":
                     out.pop()  # the "Validated parameters" heading of the table left out
                 continue
-            cell.outputs = kept
+            cell.outputs = [_folded(o) for o in kept]
         out.append(cell)
     return out
+
+
+PROGRESS_LINES = 12  # a longer progress stream is folded in the report (the notebook keeps it open)
+
+
+def _folded(output):
+    """A long progress stream (stdout) as a closed ``<details>`` block: the report reads as results,
+    and the progress is one click away."""
+    if output.get("output_type") != "stream":
+        return output
+    text = "".join(output.get("text", ""))
+    lines = text.rstrip("\n").splitlines()
+    if len(lines) <= PROGRESS_LINES:
+        return output
+    html_text = (f'<details class="cnr-progress"><summary>progress log ({len(lines)} lines): '
+                 f"{html.escape(lines[-1][:120])}</summary><pre>{html.escape(text)}</pre></details>")
+    return nbformat.v4.new_output("display_data", data={"text/html": html_text, "text/plain": text})
 
 
 def build_notebook(run_dir: Path) -> nbformat.NotebookNode:

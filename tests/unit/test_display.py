@@ -145,3 +145,11 @@ def test_in_a_kernel_a_helper_gives_text_for_logs_and_html_or_png_for_people(tmp
     assert [o.data["text/plain"] for o in outputs] == ["inside if\n  x\n1.5", "hm: all 1 cells 1.00", "last\ny\n2"]
     assert "text/html" in outputs[0].data and "image/png" in outputs[1].data and "text/html" in outputs[2].data
     assert outputs[1].metadata == {display.ROLE_KEY: {"role": display.FIGURE_ROLE}}
+
+
+def test_side_by_side_puts_html_parts_in_one_row_and_logs_the_chosen_text():
+    a, b = display.table([{"x": 1}], caption="expected"), display.table([{"x": 2}], caption="observed")
+    row = display.side_by_side([a, b], text="diff: every pair as expected")
+    assert row.text == "diff: every pair as expected"
+    assert row.html.startswith('<div style="display: flex') and row.html.index("expected") < row.html.index("observed")
+    assert display.side_by_side([a, display.Shown("")]).text == a.text  # empty texts are left out

@@ -32,7 +32,8 @@ def test_figures_are_embedded_and_a_failed_stage_shows_a_short_error_box(tmp_pat
         "import pandas as pd\nfrom IPython.display import display as show\nfrom cni_runbook import display\n"
         "if True:\n    h = display.heatmap(pd.DataFrame([[1.0, float('nan')]], index=['a'], columns=['a', 'b']), caption='m')\n"
         "    show(h)\n    show(display.Shown('', png=h.png, alt='quiet in the log'))",
-        "display.table(display.params_frame(ctx.stage_params()), caption='00: validated params')"])
+        "display.table(display.params_frame(ctx.stage_params()), caption='00: validated params')",
+        "print('\\n'.join(f'step {i} of 30' for i in range(1, 31)))\nprint('short progress')"])
     kit.stage_notebook(nbs / "01_cluster_no_cni.ipynb", ["x = 1", "raise RuntimeError('node lab-w1 is gone')"])
     monkeypatch.setattr(stages, "NOTEBOOKS_DIR", nbs)
     out = tmp_path / "out"
@@ -47,6 +48,8 @@ def test_figures_are_embedded_and_a_failed_stage_shows_a_short_error_box(tmp_pat
     alt, quiet = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,', section)
     assert alt.startswith("m") and alt != "figure"  # the figure's plain text ...
     assert quiet == "quiet in the log"  # ... or its own alt when the log line is empty
+    # a long progress stream is folded (one click away), a short one stays open
+    assert '<details class="cnr-progress"><summary>progress log (31 lines): short progress</summary>' in section
     assert not re.search(r"<img (?![^>]*\balt=)", html)  # no figure without an alt text anywhere
     cell = re.search(r"failed in cell (In \[\d+\])", console).group(1)
     box = html[html.index('class="cnr-error"'):]

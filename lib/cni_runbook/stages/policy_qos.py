@@ -205,15 +205,13 @@ class PolicyQosStage(Stage):
                                                        caption="share of pairs as expected (1.0 = all)"),
                               "object", "matrices"))
         for r in (run.results if run is not None else []):
-            for m in r.matrices:
-                views += [View(r.name, tables.styled_matrix(m.expected, f"{r.name} {m.label}: expected"), "object",
-                               "matrices"),
-                          View(r.name, tables.styled_matrix(m.observed, f"{r.name} {m.label}: observed"), "object",
-                               "matrices"),
-                          View(r.name, tables.styled_matrix(m.comparison.diff, f"{r.name} {m.label}: "
-                                                            f"{m.comparison.summary}", diff=True), "object", "matrices",
-                               # an all-agreeing diff: the summary table above already says so
-                               brief="" if m.comparison.ok else None)]
+            for m in r.matrices:  # expected, observed and diff side by side
+                diff = tables.styled_matrix(m.comparison.diff, f"{r.name} {m.label}: {m.comparison.summary}", diff=True)
+                views.append(View(f"{r.name} {m.label}", display.side_by_side([
+                    tables.styled_matrix(m.expected, f"{r.name} {m.label}: expected"),
+                    tables.styled_matrix(m.observed, f"{r.name} {m.label}: observed"), diff], text=diff.text),
+                    "object", "matrices",
+                    brief="" if m.comparison.ok else None))  # an all-agreeing diff: the summary table says so
             if r.incorrect:
                 views.append(View(f"{r.name}: mismatches and the rules that decide them", r.mismatches(),
                                   section="matrices"))
