@@ -214,12 +214,26 @@ def _stage_cells(path: Path) -> list:
                 if out and out[-1].cell_type == "markdown":
                     out.pop()  # the "Validated parameters" heading of the table left out
                 continue
-            cell.outputs = [_folded(o) for o in kept]
+            cell.outputs = [_folded(o) for o in _joined_streams(kept)]
         out.append(cell)
     return out
 
 
 PROGRESS_LINES = 12  # a longer progress stream is folded in the report (the notebook keeps it open)
+
+
+def _joined_streams(outputs: list) -> list:
+    """Consecutive stream outputs of one name as one (papermill records a cell's prints in chunks)."""
+    out: list = []
+    for o in outputs:
+        prev = out[-1] if out else None
+        if (o.get("output_type") == "stream" and prev is not None and prev.get("output_type") == "stream"
+                and prev.get("name") == o.get("name")):
+            out[-1] = nbformat.v4.new_output("stream", name=o.get("name"),
+                                             text="".join(prev.get("text", "")) + "".join(o.get("text", "")))
+        else:
+            out.append(o)
+    return out
 
 
 def _folded(output):

@@ -33,7 +33,8 @@ def test_figures_are_embedded_and_a_failed_stage_shows_a_short_error_box(tmp_pat
         "if True:\n    h = display.heatmap(pd.DataFrame([[1.0, float('nan')]], index=['a'], columns=['a', 'b']), caption='m')\n"
         "    show(h)\n    show(display.Shown('', png=h.png, alt='quiet in the log'))",
         "display.table(display.params_frame(ctx.stage_params()), caption='00: validated params')",
-        "print('\\n'.join(f'step {i} of 30' for i in range(1, 31)))\nprint('short progress')"])
+        "import sys, time\nprint('\\n'.join(f'step {i} of 30' for i in range(1, 16)), flush=True)\ntime.sleep(1.5)\n"
+        "print('\\n'.join(f'step {i} of 30' for i in range(16, 31)), flush=True)\ntime.sleep(1.5)\nprint('short progress')"])
     kit.stage_notebook(nbs / "01_cluster_no_cni.ipynb", ["x = 1", "raise RuntimeError('node lab-w1 is gone')"])
     monkeypatch.setattr(stages, "NOTEBOOKS_DIR", nbs)
     out = tmp_path / "out"

@@ -170,11 +170,11 @@ class Verifier:
             out[pp][cell] = r.ok
         return out
 
-    def _why(self, cells: Iterable[Cell]) -> str:
-        """The most common probe failure reasons among ``cells``, for progress messages."""
+    def _why(self, observed: Iterable[tuple[Cell, bool | None]]) -> str:
+        """The most common probe outcomes among the (cell, observed value) pairs, for progress messages."""
         counts: dict[str, int] = {}
-        for cell in cells:
-            reason = self.reasons.get(cell) or "reachable"
+        for cell, value in observed:
+            reason = self.reasons.get(cell) or {True: "reachable", False: "blocked", None: "no answer"}[value]
             counts[reason] = counts.get(reason, 0) + 1
         top = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
         return ", ".join(f"{n}x {reason}" for reason, n in top)
@@ -217,7 +217,7 @@ class Verifier:
                 break
             probed_again = True
             self.say(f"{name}: {total} cell(s) differ from the expectation "
-                     f"({self._why(c for w in wrong.values() for c in w)}); probing them again")
+                     f"({self._why((c, found[pp][c]) for pp, w in wrong.items() for c in w)}); probing them again")
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
             for pp, again in self.probe_all({pp: bad for pp, bad in wrong.items() if bad}).items():
                 found[pp].update(again)

@@ -83,10 +83,11 @@ class PolicyQosStage(Stage):
                                {"apiVersion": "v1", "kind": "List", "items": list(item.policy_set.policies)})
         plan.views.append(View(f"{len(self.planned_sets)} policy sets", [i.row() for i in self.planned_sets],
                                section="sets"))
-        for item in self.planned_sets:
-            label, expected = next(iter(item.expected.items()))
-            plan.views.append(View(item.policy_set.name, tables.styled_matrix(
-                expected, f"{item.policy_set.name}: expected {label}"), "object", "sets"))
+        if self.planned_sets:  # every set's first expected truth table, side by side (wrapping)
+            plan.views.append(View("expected truth tables", display.side_by_side([
+                tables.styled_matrix(expected, f"{item.policy_set.name}: expected {label}")
+                for item in self.planned_sets for label, expected in [next(iter(item.expected.items()))]]),
+                "object", "sets"))
         plan.views += self._plan_qos(ctx)
         plan.artifacts += ["layout.yaml", "policies/"]
         plan.summary = (f"{len(actions)} actions planned, {len(self.planned_sets)} policy sets rendered; "
