@@ -105,7 +105,8 @@ class _Quiet(logging.Filter):
 
 _STEP = re.compile(r"^\[(\d+)/(\d+)\] ")
 _COUNT = re.compile(r"(?<![\d./])(\d+)/(\d+)(?![\d./])")  # 3/14, not 10.0.0.0/24
-_TROUBLE = re.compile(r"(?i)fail|error|timed? ?out|refused|denied|unreachable|not |warn")
+# "not ready: <pods>" in a count line is progress (a later line supersedes it), not trouble
+_TROUBLE = re.compile(r"(?i)fail|error|timed? ?out|refused|denied|unreachable|not (?!ready)|warn")
 
 
 def _intermediate(line: str) -> bool:

@@ -121,7 +121,8 @@ def test_unknown_kernel_is_a_user_error():
 def test_console_drops_superseded_progress_but_keeps_anything_that_went_wrong():
     from cni_runbook.runner import console_lines
 
-    out = console_lines("pods ns/app: 3/14 Running+Ready\npods ns/app: 14/14 Running+Ready\n\n"
+    out = console_lines("pods ns/app: 3/14 Running+Ready; not ready: a on n1 (ContainerCreating)\n"
+                        "pods ns/app: 14/14 Running+Ready\n\n"
                         "[1/12] Pod x/a: created\n[12/12] Pod z/c: created\n"
                         "[2/6] ns/client-a: 3/4 commands succeeded\nDaemonSet x: 1/3 ready, timed out\n"
                         "hosts lab instance 6 (10.99.6.0/24) up\n"
