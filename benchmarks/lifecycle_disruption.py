@@ -116,8 +116,9 @@ def main() -> int:
         if "error" in row:
             print(f"{row['op']:<28} not measured: {row['error']}")
         else:
+            failed = not row.get("ok", True) and not row.get("rolled_back")  # broken-upgrade fails and rolls back by design
             tail = f"  ({row['seconds']} s{', rolled back' if row.get('rolled_back') else ''}" \
-                   f"{'' if row.get('ok', True) else ', FAILED'})" if "seconds" in row else ""
+                   f"{', FAILED' if failed else ''})" if "seconds" in row else ""
             print(f"{row['op']:<28} pairs {row['pairs']:>3}  median outage/pair {row['median_outage_s']:6.2f} s  "
                   f"max outage {row['max_outage_s']:6.2f} s{tail}")
     return 0
