@@ -8,9 +8,10 @@
    apply is 0 changes; ``rollback`` removes exactly the objects stage 02 created.
 2. The Helm route, directly: the vendor chart pushed to the lab registry as an OCI chart (plain
    HTTP, as a site mirror without TLS), pulled, templated, rendered, applied, rolled back.
-3. Route kubespray_custom_cni in Helm mode through the Kubespray double (helm-apps: ``helm repo
-   add`` + ``helm upgrade --install --wait --atomic`` on the first control-plane host) from an
-   http chart repository on the lab bridge (Kubespray v2.31's helm-apps cannot add oci://).
+3. Stage 02 with route kubespray_custom_cni in Helm mode through the Kubespray double (helm-apps:
+   ``helm repo add`` + ``helm upgrade --install --wait --atomic`` on the first control-plane host)
+   from an http chart repository on the lab bridge (Kubespray v2.31's helm-apps cannot add
+   oci://): installed, a second stage 02 is 0 changes, rollback removes exactly what it created.
 
 The module leaves the lab down (node-side flannel leftovers are the lifecycle issue's concern).
 """
@@ -27,13 +28,9 @@ import threading
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cni_runbook import cli
 from cni_runbook import cni as engine
-from cni_runbook.cni.custom_cni import chart_args_for, helm_release_secret
-from cni_runbook.cni.kubespray_route import install_via_kubespray, write_custom_cni_chart
-from cni_runbook.kubespray import ClusterVars, Host, write_inventory_dir
 from cni_runbook.lab import cluster
 from cni_runbook.lab.images import LAB_REGISTRY
 from cni_runbook.params.loader import load_params
@@ -187,10 +184,10 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.mark.xfail(reason="open (issue 12): stage 02's kubespray_custom_cni route, rewritten in the stage-layer "
-                          "split, writes manifest mode even when cni.source is a chart; Helm mode is not re-wired yet",
-                   strict=False)
-def test_kubespray_custom_cni_helm_mode_installs_the_vendor_chart(flannel_lab, kube, helm, tmp_path):
+@pytest.fixture()
+def chart_repository(flannel_lab, helm, tmp_path):
+    """The vendor chart in an http chart repository (index.yaml) on the lab bridge: what Kubespray
+    v2.31's helm-apps can `helm repo add` (it refuses oci://)."""
     tool = str(helm / "helm")
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -201,44 +198,65 @@ def test_kubespray_custom_cni_helm_mode_installs_the_vendor_chart(flannel_lab, k
     url = f"http://{flannel_lab.gateway}:{server.server_address[1]}/"
     subprocess.run([tool, "repo", "index", str(repo), "--url", url], env=_helm_env(tmp_path), check=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        values = {"podCidr": "10.233.64.0/18",
-                  "flannel": {"image": {"repository": f"{MIRROR}/flannel"},
-                              "flannel_cni": {"image": {"repository": f"{MIRROR}/flannel-cni-plugin"}}}}
-        cni = Cni(profile="flannel", version="v0.28.4", namespace="kube-system", image_registry=MIRROR,
-                  route="kubespray_custom_cni",
-                  source={"kind": "helm", "helm": {"repository_url": url, "chart": "flannel", "version": "v0.28.4",
-                                                   "release_name": "flannel", "values": values}})
-        prepared = engine.prepare(cni, tmp_path / "art", pod_network="10.233.64.0/18", helm=tool)
-        objects = engine.objects_for_cluster(prepared.rendered, kube, namespace="kube-system")
-        objects += engine.objects_for_cluster(helm_release_secret("flannel", "kube-system"), kube, namespace="kube-system")
+    yield url
+    server.shutdown()
 
-        hosts = [Host(name=n.name, ansible_host=str(n.ip), ip=str(n.ip), access_ip=str(n.ip),
-                      roles=("kube_control_plane", "etcd") if n.control_plane else ("kube_node",),
-                      ansible_user="root", ansible_port=22, ansible_ssh_private_key_file=str(flannel_lab.ssh_key),
-                      vars={"ansible_python_interpreter": "/usr/bin/python3"})
-                 for n in flannel_lab.nodes]
-        files = write_inventory_dir(tmp_path / "inventory", hosts,
-                                    ClusterVars(kube_network_plugin="custom_cni", kube_proxy_mode="iptables"))
-        custom = write_custom_cni_chart(files.inventory_dir, **chart_args_for(cni.source.helm, namespace=cni.namespace))
-        assert custom.variables["custom_cni_chart_ref"] == "flannel/flannel"
-        assert custom.variables["custom_cni_chart_values"] == values
-        extra = tmp_path / "double.yml"
-        extra.write_text(yaml.safe_dump({"kubespray_double_helm": tool,
-                                         "kubespray_double_helm_home": str(tmp_path / "helm-home"),
-                                         "kubespray_double_admin_conf": str(flannel_lab.admin_kubeconfig)}))
-        run, result = install_via_kubespray(
-            kube, objects, kubespray_dir=DOUBLE, inventory=files.inventory, run_dir=tmp_path / "run",
-            record_dir=tmp_path / "rec", tags="network", extravars_files=[extra], become=False,
-            timeouts=FAST, expected_nodes=3)
-    finally:
-        server.shutdown()
-    assert run.ansible.ok, run.ansible.summary()
-    assert result.ok, result.steps_table()
-    assert result.counts == {"created": 7}  # the chart's 6 objects + helm's release Secret
+
+def test_kubespray_custom_cni_helm_mode_installs_the_vendor_chart(flannel_lab, kube, helm, chart_repository, tmp_path,
+                                                                  monkeypatch):
+    """Stage 02, route kubespray_custom_cni with a chart source: Kubespray's custom_cni Helm mode
+    (through the double's helm-apps) installs the vendor chart; a second stage 02 changes nothing;
+    rollback removes exactly what the first created (the chart's objects and helm's release Secret)."""
+    from cni_runbook.stages.cni_install import CniInstallStage
+    from cni_runbook.state import open_stage
+
+    tool = str(helm / "helm")
+    monkeypatch.setenv("CNI_RUNBOOK_HELM", tool)  # the plan's helm pull + template
+    values = {"podCidr": "10.233.64.0/18",  # the chart's values make the site's images and network
+              "flannel": {"image": {"repository": f"{MIRROR}/flannel"},
+                          "flannel_cni": {"image": {"repository": f"{MIRROR}/flannel-cni-plugin"}}}}
+    double = {"ansible_python_interpreter": "/usr/bin/python3", "kubespray_double_helm": tool,
+              "kubespray_double_helm_home": str(tmp_path / "helm-home"),
+              "kubespray_double_admin_conf": str(flannel_lab.admin_kubeconfig)}
+    source = {"kind": "helm", "helm": {"repository_url": chart_repository, "chart": "flannel", "version": "v0.28.4",
+                                       "release_name": "flannel", "values": values}}
+    sets = ["cni.route=kubespray_custom_cni", "kubespray.network_plugin=custom_cni", f"kubespray.dir={DOUBLE}",
+            f"kubespray.extra_vars={json.dumps(double)}", "cni.namespace=kube-system", "cni.config={}",
+            f"cni.source={json.dumps(source)}"]
+
+    def stage02(run: str):
+        stage = CniInstallStage(open_stage("02_cni_install", [str(PARAMS)], sets, tmp_path / run, False), FAST)
+        plan = stage.run_plan()
+        assert plan.blocking == [], plan.blocking
+        return stage, plan, stage.run_apply(plan)
+
+    stage, plan, outcome = stage02("first")
+    gv = stage.job.group_vars
+    assert gv["custom_cni_chart_ref"] == "flannel/flannel" and gv["custom_cni_chart_values"] == values
+    assert "custom_cni_manifests" not in gv and plan.data["objects"] == 5
+    assert outcome.status == "passed", stage.installed.error
+    result = stage.installed
+    assert result.counts == {"created": 6}, result.applied_table()  # the chart's 5 objects + helm's release Secret v1
+    assert [s.name for s in result.steps] == ["CNI supports the Kubernetes version", "Kubespray network step",
+                                              "rollout DaemonSet kube-system/kube-flannel-ds", "nodes Ready",
+                                              "CoreDNS Running"]
     live = kube.get("apps/v1", "DaemonSet", "kube-flannel-ds", "kube-system")
-    images = {c["image"] for c in live["spec"]["template"]["spec"]["initContainers"] + live["spec"]["template"]["spec"]["containers"]}
-    assert images == {f"{MIRROR}/flannel-cni-plugin:v1.9.1-flannel1", f"{MIRROR}/flannel:v0.28.4"}
-    removed = engine.rollback_record(kube, result.record, timeout=120)
-    assert len(removed) == 7 and kube.get("v1", "Secret", "sh.helm.release.v1.flannel.v1", "kube-system") is None
+    pod = live["spec"]["template"]["spec"]
+    assert {c["image"] for c in pod["initContainers"] + pod["containers"]} == {
+        f"{MIRROR}/flannel-cni-plugin:v1.9.1-flannel1", f"{MIRROR}/flannel:v0.28.4"}
+    assert kube.get("v1", "Secret", "sh.helm.release.v1.flannel.v1", "kube-system") is not None
+
+    # a second stage 02: helm-apps (kubernetes.core.helm) finds the release deployed with the same
+    # chart version and values and does not upgrade: 0 changes, no new release revision
+    again, _, outcome2 = stage02("second")
+    assert outcome2.status == "passed", again.installed.error
+    assert again.installed.changes == 0 and again.installed.counts == {"unchanged": 5}, again.installed.applied_table()
+    assert kube.get("v1", "Secret", "sh.helm.release.v1.flannel.v2", "kube-system") is None
+
+    created = [json.loads(line) for line in result.record.read_text().splitlines()]
+    removed, _ = engine.rollback_run(tmp_path / "first", timeout=120)
+    assert sorted((a.kind, a.name) for a in removed) == sorted((c["kind"], c["name"]) for c in created)
+    for c in created:
+        assert kube.get(c["api_version"], c["kind"], c["name"], c.get("namespace")) is None, c
+    assert kube.get("apps/v1", "Deployment", "coredns", "kube-system") is not None  # not stage 02's: untouched
     shutil.rmtree(tmp_path / "helm-home", ignore_errors=True)

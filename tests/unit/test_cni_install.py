@@ -523,7 +523,8 @@ def offline_cluster(monkeypatch):
     """The stage's cluster calls answered without a cluster: no live namespaces check, no CoreDNS."""
     monkeypatch.setattr("cni_runbook.kube.Kube.from_kubeconfig", classmethod(lambda cls, path, context=None: FakeKube()))
     monkeypatch.setattr(install_module, "objects_for_cluster",
-                        lambda rendered, kube, namespace: ordered_objects(rendered.rendered, default_namespace=namespace))
+                        lambda rendered, kube, namespace: ordered_objects(getattr(rendered, "rendered", rendered),
+                                                                        default_namespace=namespace))
 
 
 def test_kubespray_route_uses_stage_01s_job_with_the_inventory_in_the_private_folder(tmp_path, offline_cluster,
@@ -554,6 +555,90 @@ def test_kubespray_route_uses_stage_01s_job_with_the_inventory_in_the_private_fo
     # nothing Kubespray-owned (inventory, credentials/, artifacts/) in the run folder: only the copies
     owned = [p for p in ctx.run_dir.rglob("*") if p.name in ("credentials", "custom_cni") or p.name == "admin.conf"]
     assert owned == []
+
+
+HELM_SOURCE = {"kind": "helm", "helm": {"repository_url": "http://192.0.2.1:8879/", "chart": "lab-cni", "version": "1.0.0",
+                                        "release_name": "labcni", "values": {"image": {"repository": "mirror/x"}}}}
+
+
+def _prepared_lab(tmp_path, image_registry=None):
+    """What ``prepare`` gives for a chart whose helm template output is the lab manifest (no helm here)."""
+    return engine.prepare(Cni(profile="lab", version=None, image_registry=image_registry), tmp_path / "prepared")
+
+
+def test_kubespray_route_in_helm_mode_passes_the_chart_variables_and_records_the_release_secret(
+        tmp_path, offline_cluster, monkeypatch):
+    from cni_runbook.cni import kubespray_route
+    from cni_runbook.stages import cni_install
+
+    monkeypatch.setattr(cni_install, "prepare", lambda cni, artifacts, **kw: _prepared_lab(tmp_path))
+    stage = _stage(tmp_path, route="kubespray_custom_cni", source=HELM_SOURCE)
+    plan = stage.run_plan()
+    assert plan.blocking == [], plan.blocking
+    gv = stage.job.group_vars
+    assert "custom_cni_manifests" not in gv and gv["kube_network_plugin"] == "custom_cni"
+    assert {k: v for k, v in gv.items() if k.startswith("custom_cni_chart_")} == {
+        "custom_cni_chart_namespace": "kube-system", "custom_cni_chart_release_name": "labcni",
+        "custom_cni_chart_repository_name": "lab-cni", "custom_cni_chart_repository_url": "http://192.0.2.1:8879/",
+        "custom_cni_chart_ref": "lab-cni/lab-cni", "custom_cni_chart_version": "1.0.0",
+        "custom_cni_chart_values": {"image": {"repository": "mirror/x"}}}
+    artifact = yaml.safe_load((stage.ctx.artifacts / "kubespray" / "group_vars" / "all" / "cni-runbook.yml").read_text())
+    assert artifact["custom_cni_chart_ref"] == "lab-cni/lab-cni"
+
+    seen = {}
+
+    def fake_install(kube, objects, **kwargs):
+        seen.update(kwargs, objects=objects)
+        return None, engine.InstallResult(dry_run=False)
+
+    monkeypatch.setattr(kubespray_route, "install_via_kubespray", fake_install)
+    monkeypatch.setattr(kubespray_route, "next_helm_revision", lambda kube, release, namespace: 3)
+    outcome = stage.run_apply(plan)
+    assert outcome.status == "passed", outcome.summary
+    refs = [str(o.ref) for o in seen["objects"]]
+    assert len(refs) == 6 and refs[-1] == "Secret kube-system/sh.helm.release.v1.labcni.v3 (v1)"  # the lab's 5 + the revision helm records
+    inventory = stage.job.work_dir / "kubespray-inventory"
+    assert not (inventory / "custom_cni").exists()  # no manifest in Helm mode
+    managed = yaml.safe_load((inventory / "group_vars" / "all" / "cni-runbook.yml").read_text())
+    assert managed["custom_cni_chart_release_name"] == "labcni" and "custom_cni_manifests" not in managed
+
+
+def test_kubespray_helm_mode_refuses_a_rendering_the_chart_values_do_not_make(tmp_path, monkeypatch):
+    from cni_runbook.stages import cni_install
+
+    monkeypatch.setattr(cni_install, "prepare",
+                        lambda cni, artifacts, **kw: _prepared_lab(tmp_path, image_registry="mirror.example:5000/cni"))
+    plan = _stage(tmp_path, route="kubespray_custom_cni", plan=True, source=HELM_SOURCE).run_plan()
+    [finding] = plan.blocking
+    assert finding.key == "cni.source.helm.values"
+    assert "passes custom_cni_chart_values and nothing else" in finding.message and "DaemonSet kube-router" in finding.message
+
+
+def test_kubespray_helm_mode_refuses_an_oci_repository_naming_the_key(tmp_path, monkeypatch):
+    from cni_runbook.stages import cni_install
+
+    monkeypatch.setattr(cni_install, "prepare", lambda cni, artifacts, **kw: _prepared_lab(tmp_path))
+    source = {"kind": "helm", "helm": {**HELM_SOURCE["helm"], "repository_url": "oci://192.0.2.1:5000/charts"}}
+    plan = _stage(tmp_path, route="kubespray_custom_cni", plan=True, source=source).run_plan()
+    [finding] = plan.blocking
+    assert finding.key == "cni.source.helm" and "refuses oci://" in finding.message
+
+
+def test_helm_revision_is_read_from_the_release_secrets():
+    from types import SimpleNamespace as NS
+
+    from cni_runbook.cni.kubespray_route import next_helm_revision
+
+    class Core:
+        def list_namespaced_secret(self, namespace, label_selector):
+            assert (namespace, label_selector) == ("kube-system", "owner=helm,name=flannel")
+            return NS(items=[NS(metadata=NS(labels={"owner": "helm", "version": v})) for v in self.versions])
+
+    kube = NS(core=Core())
+    kube.core.versions = []
+    assert next_helm_revision(kube, "flannel", "kube-system") == 1
+    kube.core.versions = ["1", "2"]
+    assert next_helm_revision(kube, "flannel", "kube-system") == 3
 
 
 def test_kubespray_route_renders_the_same_inventory_and_vars_as_stage_01(tmp_path):

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from ..kubespray.vars import Unsafe, VarsDumper
 from .errors import SettingsError
 from .manifests import Manifest
 
@@ -176,10 +177,6 @@ def helm_release_secret(release: str, namespace: str, revision: int = 1) -> Mani
                     f"  namespace: {namespace}\n", f"helm release {namespace}/{release}")
 
 
-class Unsafe(str):
-    """A string Ansible must not template: written as ``!unsafe "..."`` by :func:`group_vars_yaml`."""
-
-
 def _mark_unsafe(value: Any) -> Any:
     if isinstance(value, str) and not isinstance(value, Unsafe) and needs_protection(value):
         return Unsafe(value)
@@ -190,15 +187,7 @@ def _mark_unsafe(value: Any) -> Any:
     return value
 
 
-class _GroupVarsDumper(yaml.SafeDumper):
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-_GroupVarsDumper.add_representer(Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value), style='"'))
-
-
 def group_vars_yaml(variables: Mapping[str, Any]) -> str:
     """YAML text for an inventory group_vars file; :class:`Unsafe` strings get Ansible's ``!unsafe`` tag."""
     header = "# custom_cni variables written by cni-runbook (route kubespray_custom_cni)\n"
-    return header + yaml.dump(dict(variables), Dumper=_GroupVarsDumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return header + yaml.dump(dict(variables), Dumper=VarsDumper, sort_keys=False, default_flow_style=False, allow_unicode=True)

@@ -68,6 +68,13 @@ def write_custom_cni_chart(inventory_dir: str | Path, **chart: Any) -> CustomCni
     return CustomCniFiles(_write_group_vars(Path(inventory_dir), variables), variables, None)
 
 
+def next_helm_revision(kube, release: str, namespace: str) -> int:
+    """The revision ``helm upgrade --install`` would record next for ``release`` (1 for a new one),
+    read from helm's release Secrets (labels ``owner=helm``, ``name``, ``version``)."""
+    found = kube.core.list_namespaced_secret(namespace, label_selector=f"owner=helm,name={release}").items
+    return max((int((s.metadata.labels or {}).get("version", 0)) for s in found), default=0) + 1
+
+
 def run_network_step(
     kubespray_dir: str | Path,
     inventory: str | Path,
@@ -202,6 +209,7 @@ def install_via_kubespray(
 __all__ = [
     "CustomCniFiles",
     "install_via_kubespray",
+    "next_helm_revision",
     "record_changes",
     "run_network_step",
     "write_custom_cni",

@@ -99,11 +99,36 @@ def render_group_vars(
     return {**managed, **extras}
 
 
+class Unsafe(str):
+    """A string Ansible must not template (it holds Jinja syntax): written as ``!unsafe "..."``."""
+
+
+class VarsDumper(yaml.SafeDumper):
+    """SafeDumper for Ansible variables: :class:`Unsafe` strings get Ansible's ``!unsafe`` tag, no aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+VarsDumper.add_representer(Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value), style='"'))
+
+
+def plain(value: Any) -> Any:
+    """``value`` with :class:`Unsafe` strings as plain ``str`` (for JSON/YAML artifacts that are not group_vars)."""
+    if isinstance(value, Unsafe):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
 def group_vars_yaml(group_vars: Mapping[str, Any]) -> str:
     header = (
         "# Kubespray group_vars rendered by cni-runbook (managed keys first, operator extras after).\n"
     )
-    return header + yaml.safe_dump(dict(group_vars), sort_keys=False, default_flow_style=False)
+    return header + yaml.dump(dict(group_vars), Dumper=VarsDumper, sort_keys=False, default_flow_style=False)
 
 
 def write_group_vars(group_vars: Mapping[str, Any], inventory_dir: Path | str) -> Path:

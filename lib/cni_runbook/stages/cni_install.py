@@ -100,28 +100,54 @@ class CniInstallStage(Stage):
         return plan
 
     def _plan_kubespray(self, ctx: Any, plan: Plan) -> None:
-        """The custom_cni route: stage 01's Kubespray job with the custom_cni variables, rendered and validated."""
-        from cni_runbook.cni.custom_cni import manifest_vars
+        """The custom_cni route: stage 01's Kubespray job with the custom_cni variables, rendered and validated.
+
+        Manifest mode (a manifest source): ``custom_cni_manifests`` names the protected manifest
+        written at apply. Helm mode (``cni.source.kind: helm``): the ``custom_cni_chart_*``
+        variables (:func:`~cni_runbook.cni.custom_cni.chart_args_for`); Kubespray's helm-apps
+        installs the chart with ``custom_cni_chart_values`` only, so a rendering that changes
+        the chart's output (an image mirror, a network the values do not set) is a blocking
+        finding: what Kubespray would install is not what the plan shows.
+        """
+        from cni_runbook.cni.custom_cni import chart_args_for, chart_vars, manifest_vars
         from cni_runbook.cni.kubespray_route import DEFAULT_FILENAME, MANIFEST_DIR
         from cni_runbook.kubespray import findings_frame, inventory_yaml
-        from cni_runbook.kubespray.vars import GROUP_VARS_FILE, group_vars_yaml
+        from cni_runbook.kubespray.vars import GROUP_VARS_FILE, group_vars_yaml, plain
         from cni_runbook.provision import KubesprayJob, stage_hosts
 
         from .cluster import params_key
 
+        cni = ctx.params.cni
         hosts = stage_hosts(ctx.params)
+        if self.helm_mode:
+            try:
+                custom = chart_vars(**chart_args_for(cni.source.helm, namespace=cni.namespace))
+            except SettingsError as exc:
+                plan.findings += [Finding("cni.source.helm", p) for p in exc.problems]
+                return
+            custom.pop("kube_network_plugin")  # managed: the job sets it
+            changed = self.prepared.changed_objects()
+            if not changed.empty:
+                what = "; ".join(f"{r.kind} {r.name}: {r.paths}" for r in changed.itertuples())
+                plan.findings.append(Finding(
+                    "cni.source.helm.values",
+                    f"route kubespray_custom_cni installs the chart with Kubespray's helm-apps, which passes "
+                    f"custom_cni_chart_values and nothing else: the rendering changed {len(changed)} object(s) "
+                    f"the chart's values do not ({what}); set these as chart values (images, network) so the "
+                    "chart renders them itself, or use route direct"))
         try:
-            job = KubesprayJob(ctx.params, hosts.hosts, ctx.run_dir, ctx.redactor.text, network_plugin="custom_cni")
-            # the protected manifest is written at apply, inside the private working inventory
-            manifests = manifest_vars([str(job.inventory_dir / MANIFEST_DIR / DEFAULT_FILENAME)])
+            if not self.helm_mode:
+                job = KubesprayJob(ctx.params, hosts.hosts, ctx.run_dir, ctx.redactor.text, network_plugin="custom_cni")
+                # the protected manifest is written at apply, inside the private working inventory
+                custom = manifest_vars([str(job.inventory_dir / MANIFEST_DIR / DEFAULT_FILENAME)])
+                custom.pop("kube_network_plugin")
             self.job = job = KubesprayJob(ctx.params, hosts.hosts, ctx.run_dir, ctx.redactor.text,
-                                          network_plugin="custom_cni",
-                                          extra_vars={"custom_cni_manifests": manifests["custom_cni_manifests"]})
+                                          network_plugin="custom_cni", extra_vars=custom)
         except ValueError as exc:
             plan.findings.append(Finding("kubespray.extra_vars", str(exc)))
             return
         ctx.write_artifact(f"{CUSTOM_CNI_DIR}/inventory.yml", job.inventory)
-        ctx.write_artifact(f"{CUSTOM_CNI_DIR}/{GROUP_VARS_FILE}", job.group_vars)
+        ctx.write_artifact(f"{CUSTOM_CNI_DIR}/{GROUP_VARS_FILE}", plain(job.group_vars))
         found = [f for f in job.validate() if f.rule != "custom_cni_manifest"]  # written at apply, in the private folder
         ctx.write_artifact(f"{CUSTOM_CNI_DIR}/findings.csv", findings_frame(found))
         plan.findings += [Finding(params_key(f), f"{f.message} (rendered as {f.file}: {f.key} = {f.value!r})",
@@ -129,6 +155,12 @@ class CniInstallStage(Stage):
         plan.views += [View("Kubespray inventory (custom_cni route)", inventory_yaml(job.inventory), "file", "kubespray"),
                        View(str(GROUP_VARS_FILE), group_vars_yaml(job.group_vars), "file", "kubespray"),
                        View("validation before Kubespray starts", findings_frame(found), "findings", "kubespray")]
+
+    @property
+    def helm_mode(self) -> bool:
+        """Route kubespray_custom_cni with a chart source: Kubespray's custom_cni Helm mode (helm-apps)."""
+        source = self.ctx.params.cni.source
+        return source is not None and source.kind == "helm"
 
     def planned(self, ctx: Any, plan: Plan) -> Outcome:
         return Outcome(Status.PLANNED, plan.summary, data=plan.data, views=[
@@ -191,13 +223,23 @@ class CniInstallStage(Stage):
         return result
 
     def _kubespray_route(self, ctx: Any, kube: Any, objects: list) -> InstallResult:
-        """Kubespray's network step applies the protected manifest; the working inventory is private."""
-        from cni_runbook.cni.custom_cni import protect_jinja
-        from cni_runbook.cni.kubespray_route import DEFAULT_FILENAME, MANIFEST_DIR, install_via_kubespray
+        """Kubespray's network step applies the protected manifest (manifest mode) or installs the
+        chart (Helm mode: the objects include the Secret of the release revision helm would record);
+        the working inventory is private."""
+        from cni_runbook.cni.custom_cni import helm_release_secret, protect_jinja
+        from cni_runbook.cni.engine import objects_for_cluster
+        from cni_runbook.cni.kubespray_route import DEFAULT_FILENAME, MANIFEST_DIR, install_via_kubespray, next_helm_revision
 
         job = self.job
-        manifest = protect_jinja(self.prepared.rendered.rendered.text)
-        files = job.write_inventory({f"{MANIFEST_DIR}/{DEFAULT_FILENAME}": manifest})
+        if self.helm_mode:
+            helm, namespace = ctx.params.cni.source.helm, ctx.params.cni.namespace
+            revision = next_helm_revision(kube, helm.release_name, namespace)
+            objects = [*objects, *objects_for_cluster(helm_release_secret(helm.release_name, namespace, revision), kube,
+                                                      namespace=namespace)]
+            files = job.write_inventory()
+        else:
+            manifest = protect_jinja(self.prepared.rendered.rendered.text)
+            files = job.write_inventory({f"{MANIFEST_DIR}/{DEFAULT_FILENAME}": manifest})
         _, result = install_via_kubespray(kube, objects, job=job, inventory=files.inventory,
                                           record_dir=ctx.artifacts, timeouts=self.timeouts, progress=print)
         return result

@@ -143,7 +143,9 @@ def _cni(p) -> list[dict[str, str]]:
     if cni.image_registry:
         out.append(_action("render", "images", f"pull images from {cni.image_registry}"))
     if cni.route == "kubespray_custom_cni":
-        out.append(_action("run", "kubespray", "cluster.yml with kube_network_plugin=custom_cni and the rendered manifests"))
+        what = ("the custom_cni_chart_* variables (Helm mode: helm-apps installs the chart)" if src is not None and
+                src.kind == "helm" else "the rendered manifests")
+        out.append(_action("run", "kubespray", f"cluster.yml with kube_network_plugin=custom_cni and {what}"))
     else:
         mode = "server-side dry-run" if cni.server_dry_run else "server-side apply"
         out.append(_action("apply", cni.namespace, mode))
