@@ -15,6 +15,7 @@ import pytest
 from cni_runbook.policy import default_layout
 from cni_runbook.policy import matrix as M
 from cni_runbook.policy.calico import CalicoEvaluator, CalicoPolicy, parse_selector, to_dnf
+from cni_runbook.policy.model import icmp_port
 
 CLUSTER = default_layout().cluster()
 
@@ -188,10 +189,18 @@ def test_not_ports_named_ports_nets_not_nets() -> None:
 def test_icmp_rules_match_only_icmp() -> None:
     policy = cnp("ping", "x", selector="all()", ingress=[{"action": "Allow", "protocol": "ICMP", "icmp": {"type": 8}}])
     ev = CalicoEvaluator(CLUSTER, [policy])
-    assert ev.decide("y/a", "x/a", 0, "ICMP")[0]
+    assert ev.decide("y/a", "x/a", icmp_port(8, 0), "ICMP")[0]  # echo request
+    assert ev.decide("y/a", "x/a", icmp_port(8, 3), "ICMP")[0]  # any code of type 8
+    assert not ev.decide("y/a", "x/a", icmp_port(0, 0), "ICMP")[0]  # echo reply: no rule, default deny
     assert not ev.decide("y/a", "x/a", 80, "TCP")[0]
     other = cnp("ping", "x", selector="all()", ingress=[{"action": "Allow", "protocol": "ICMP", "icmp": {"type": 0}}])
-    assert not CalicoEvaluator(CLUSTER, [other]).decide("y/a", "x/a", 0, "ICMP")[0]
+    assert not CalicoEvaluator(CLUSTER, [other]).decide("y/a", "x/a", icmp_port(8, 0), "ICMP")[0]
+    coded = cnp("ping", "x", selector="all()", ingress=[{"action": "Allow", "protocol": "ICMP",
+                                                          "icmp": {"type": 8, "code": 0}}])
+    assert [CalicoEvaluator(CLUSTER, [coded]).decide("y/a", "x/a", icmp_port(8, c), "ICMP")[0] for c in (0, 1)] == [
+        True, False]
+    anything = cnp("any", "x", selector="all()", ingress=[{"action": "Allow"}])  # no protocol: ICMP too
+    assert CalicoEvaluator(CLUSTER, [anything]).decide("y/a", "x/a", icmp_port(8, 0), "ICMP")[0]
 
 
 def test_kubernetes_policies_sit_in_the_default_tier_at_order_1000() -> None:

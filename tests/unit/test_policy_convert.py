@@ -120,7 +120,15 @@ def test_representative_ports_cover_range_edges_named_ports_and_one_unmentioned(
                                      "metadata": {"name": "p"}, "spec": {"ingress": [
                                          {"action": "Allow", "protocol": "TCP", "destination": {"ports": ["100:200", "serve-81-tcp"]}}]}})
     ports = representative_ports(CLUSTER, [policy])
-    assert ports == [(81, "TCP"), (82, "TCP"), (100, "TCP"), (201, "TCP"), (8080, "TCP")]
+    # ICMP always: the echo request 8/0, another code of type 8, a type no rule names (0)
+    assert ports == [(81, "TCP"), (82, "TCP"), (100, "TCP"), (201, "TCP"), (8080, "TCP"),
+                     (0, "ICMP"), (2048, "ICMP"), (2049, "ICMP")]
+    icmp = CalicoPolicy.from_dict({"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+                                   "metadata": {"name": "i"}, "spec": {"ingress": [
+                                       {"action": "Deny", "protocol": "ICMP", "icmp": {"type": 0}},
+                                       {"action": "Allow", "protocol": "ICMP", "icmp": {"type": 3, "code": 4}}]}})
+    assert [p for p, proto in representative_ports(CLUSTER, [icmp]) if proto == "ICMP"] == [
+        0, 256, 768, 772, 2048, 2049]  # 0/0 (type 0, any code), 1/0 (no rule names type 1), 3/0, 3/4, 8/0, 8/1
 
 
 # --------------------------------------------------------------------------- property
@@ -267,3 +275,98 @@ def test_pass_in_the_default_tier_allows_like_the_profile() -> None:
     result = check(CLUSTER, [passing])
     assert result.proven
     assert convert([passing]).antrea[0]["spec"]["ingress"][0]["action"] == "Allow"
+
+
+# --------------------------------------------------------------------------- one construct at a time
+
+
+def _gnp(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy", "metadata": {"name": name}, "spec": spec}
+
+
+CONSTRUCTS = [
+    # (id, policy, status, target starts with / reason contains)
+    ("notSelector", _cnp("ns", "x", selector="pod == 'a'", ingress=[{"action": "Allow", "source": {"notSelector": "pod == 'b'"}}]),
+     "exact", "Kubernetes NetworkPolicy"),
+    ("selector-and-notSelector", _cnp("sn", "x", selector="all()", egress=[
+        {"action": "Allow", "destination": {"selector": "pod in {'a', 'b'}", "notSelector": "pod == 'a'",
+                                            "namespaceSelector": "ns == 'y'"}}]), "exact", "Kubernetes NetworkPolicy"),
+    ("notSelector-alone-in-a-GlobalNetworkPolicy", _gnp("g", selector="pod == 'a'", ingress=[
+        {"action": "Allow", "protocol": "TCP", "source": {"notSelector": "pod == 'b'"}, "destination": {"ports": [80]}}]),
+     "lossy", "non-pod addresses"),
+    ("ICMP-type", _cnp("ping", "y", selector="pod == 'a'", ingress=[{"action": "Allow", "protocol": "ICMP", "icmp": {"type": 8}}]),
+     "exact", "Antrea NetworkPolicy"),
+    ("ICMP-type-and-code-deny", _gnp("no-ping", order=5, selector="all()", ingress=[
+        {"action": "Deny", "protocol": "ICMP", "icmp": {"type": 8, "code": 0}, "source": {"namespaceSelector": "ns == 'z'"}}]),
+     "exact", "Antrea ClusterNetworkPolicy"),
+    ("ICMP-any", _cnp("icmp", "z", selector="all()", egress=[{"action": "Allow", "protocol": "ICMP"}]),
+     "exact", "Antrea NetworkPolicy"),
+    ("namespace-by-calico-name", _cnp("by-name", "x", selector="all()", ingress=[
+        {"action": "Allow", "source": {"namespaceSelector": "projectcalico.org/name == 'y'"}}]), "exact",
+     "Kubernetes NetworkPolicy"),
+    ("serviceAccounts.names", _cnp("sa", "x", selector="all()", ingress=[{"action": "Allow", "source": {"serviceAccounts": {"names": ["web"]}}}]),
+     "unsupported", "serviceAccounts"),
+    ("serviceAccounts.selector", _cnp("sas", "x", selector="all()", ingress=[
+        {"action": "Allow", "source": {"serviceAccounts": {"selector": "role == 'web'"}}}]), "unsupported", "ServiceAccount labels"),
+    ("serviceAccountSelector", _cnp("sasel", "x", selector="all()", serviceAccountSelector="role == 'web'",
+                                    ingress=[{"action": "Allow"}]), "unsupported", "ServiceAccount labels"),
+    ("notProtocol", _cnp("np", "x", selector="all()", ingress=[{"action": "Allow", "notProtocol": "TCP"}]), "unsupported", "notProtocol"),
+    ("notICMP", _cnp("ni", "x", selector="all()", ingress=[{"action": "Allow", "protocol": "ICMP", "notICMP": {"type": 8}}]),
+     "unsupported", "notICMP"),
+    ("ipVersion", _cnp("v4", "x", selector="all()", ingress=[{"action": "Allow", "ipVersion": 4}]), "unsupported", "IP family"),
+    ("UDPLite", _cnp("ul", "x", selector="all()", ingress=[{"action": "Allow", "protocol": "UDPLite"}]), "unsupported", "UDPLite"),
+    ("starts-with", _cnp("sw", "x", selector="pod starts with 'a'", ingress=[{"action": "Allow"}]), "unsupported", "label-selector"),
+    ("calico-namespace-label-on-pods", _gnp("cn", selector="projectcalico.org/namespace == 'x'", ingress=[{"action": "Allow"}]),
+     "unsupported", "implicit label"),
+    ("nets-and-selector", _cnp("nsel", "x", selector="all()", ingress=[
+        {"action": "Allow", "source": {"nets": ["10.0.0.0/8"], "selector": "pod == 'a'"}}]), "unsupported", "IP AND labels"),
+    ("named-source-port", _cnp("nsp", "x", selector="all()", ingress=[
+        {"action": "Allow", "protocol": "TCP", "source": {"ports": ["web"]}}]), "unsupported", "source ports"),
+    ("services", _cnp("svc", "x", selector="all()", egress=[{"action": "Allow", "destination": {"services": {"name": "kubernetes"}}}]),
+     "unsupported", "Services"),
+    ("http", _cnp("http", "x", selector="all()", ingress=[{"action": "Allow", "http": {"methods": ["GET"]}}]), "unsupported", "http"),
+    ("doNotTrack", _gnp("dnt", selector="all()", doNotTrack=True, applyOnForward=True, ingress=[{"action": "Allow"}]),
+     "unsupported", "doNotTrack"),
+    ("global()", _gnp("glob", selector="all()", ingress=[{"action": "Allow", "source": {"selector": "global()"}}]),
+     "unsupported", "global()"),
+]
+
+
+@pytest.mark.parametrize("policy,status,detail", [c[1:] for c in CONSTRUCTS], ids=[c[0] for c in CONSTRUCTS])
+def test_each_calico_construct_converts_with_its_status(policy: dict[str, Any], status: str, detail: str) -> None:
+    conversion = convert([policy])
+    [result] = conversion.policies
+    assert result.status == status, result
+    if status == "unsupported":
+        assert detail in result.reason and not result.outputs
+        assert not conversion.k8s and not [o for o in conversion.antrea if "default-deny" not in o["metadata"]["name"]]
+        return
+    if status == "lossy":
+        assert any(detail in lost for lost in result.lost)
+    else:
+        assert result.target.startswith(detail) and not result.lost
+    proof = check(CLUSTER, [policy], conversion)
+    assert proof.proven, proof.differences.to_string()  # lossy here loses only what pod probes cannot see
+    assert any(proto == "ICMP" for _, proto in proof.ports)  # ICMP cells are compared too
+
+
+def test_icmp_conversion_writes_antrea_protocols_and_k8s_namespace_names() -> None:
+    ping = _cnp("ping", "y", selector="pod == 'a'", ingress=[{"action": "Allow", "protocol": "ICMP",
+                                                             "icmp": {"type": 8, "code": 0}}])
+    [annp] = [o for o in convert([ping]).antrea if o["kind"] == "NetworkPolicy"]
+    assert annp["spec"]["ingress"][0]["protocols"] == [{"icmp": {"icmpType": 8, "icmpCode": 0}}]
+    assert "ports" not in annp["spec"]["ingress"][0]
+    by_name = _cnp("by-name", "x", selector="all()", ingress=[
+        {"action": "Allow", "source": {"namespaceSelector": "projectcalico.org/name == 'y'"}}])
+    [np_] = convert([by_name]).k8s
+    assert np_["spec"]["ingress"][0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "y"}}}]
+
+
+def test_a_policy_outside_the_model_leaves_the_equivalence_unproven_and_says_why() -> None:
+    sasel = _cnp("sasel", "x", selector="all()", serviceAccountSelector="role == 'web'", ingress=[{"action": "Allow"}])
+    plain = _cnp("plain", "y", selector="all()", ingress=[{"action": "Allow", "source": {"namespaceSelector": "ns == 'y'"}}])
+    result = check(CLUSTER, [sasel, plain])
+    assert result.differences.empty and not result.proven
+    assert result.unevaluated and "calico cnp x/sasel" in result.unevaluated[0]
+    assert "not proven" in result.summary

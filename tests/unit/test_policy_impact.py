@@ -74,7 +74,8 @@ def test_cli_convert_check_prints_statuses_and_differences(tmp_path: Path, capsy
     out = tmp_path / "converted.yaml"
     assert main(["policy", "convert", str(SAMPLE), "--out", str(out), "--check"]) == 1  # lossy: cells differ
     text = capsys.readouterr().out
-    assert re.search(r"calico cnp x/not-selector\s+unsupported", text)
+    assert re.search(r"calico cnp x/contains\s+unsupported", text)
+    assert re.search(r"calico cnp x/not-selector\s+exact\s+Kubernetes NetworkPolicy", text)
     assert re.search(r"calico cnp x/allow-from-y\s+exact\s+Kubernetes NetworkPolicy", text)
     assert "cells differ" in text
     objects = [o for o in yaml.safe_load_all(out.read_text()) if o]

@@ -40,8 +40,10 @@ Evaluation order, per direction, as documented in Antrea's ``docs/antrea-network
 Peers: an ACNP ``podSelector`` without ``namespaceSelector`` selects pods in every namespace;
 in an ANNP it selects pods in the policy's namespace. ``namespaces: {match: Self}`` (ACNP only)
 selects pods in the namespace of the pod the rule is applied to. ClusterGroups, Groups,
-serviceAccount, nodeSelector, FQDN, toServices and L7 rules are outside this model and are
-rejected with a ValueError instead of being silently ignored.
+serviceAccount, nodeSelector, FQDN, toServices, L7 rules and IGMP are outside this model and
+are rejected with a ValueError instead of being silently ignored. ``protocols: [{icmp: {icmpType,
+icmpCode}}]`` is modelled: Antrea merges ``ports`` and ``protocols`` into the rule's services,
+so either matching is enough; ICMP probes carry type and code (:func:`.model.icmp_port`).
 """
 
 from __future__ import annotations
@@ -51,7 +53,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from .masks import PodIndex, signatures
-from .model import Cluster, IPAddress, IPBlock, LabelSelector, Pod, PortSpec, object_namespace, ports_from_list
+from .model import (
+    ICMP,
+    Cluster,
+    IPAddress,
+    IPBlock,
+    LabelSelector,
+    Pod,
+    PortSpec,
+    icmp_port,
+    object_namespace,
+    ports_from_list,
+)
 
 STATIC_TIERS: dict[str, int] = {
     "emergency": 50,
@@ -67,7 +80,7 @@ RESERVED_TIER_PRIORITIES = frozenset({250, 251, 252, 253, 254, 255})
 MAX_TIERS = 20  # maxSupportedTiers, counting the static tiers
 EPHEMERAL_PORTS = (32768, 60999)  # Linux default net.ipv4.ip_local_port_range
 _UNSUPPORTED_PEER_FIELDS = ("group", "serviceAccount", "nodeSelector", "fqdn", "scope", "labelIdentity")
-_UNSUPPORTED_RULE_FIELDS = ("toServices", "l7Protocols", "protocols")
+_UNSUPPORTED_RULE_FIELDS = ("toServices", "l7Protocols")
 
 
 @dataclass(frozen=True)
@@ -264,15 +277,16 @@ class AntreaPolicy:
                 if rule_applied and policy_applied:
                     raise ValueError(f"{kind} {name}: appliedTo set both on the policy and on a rule")
                 raw_ports = raw.get("ports") or ()
+                icmp = icmp_specs(raw.get("protocols") or (), f"{kind} {name}")
                 parsed.append(
                     AntreaRule(
                         action=action,
                         name=str(raw.get("name") or f"{direction}-{action.lower()}-{number}"),
                         peers=tuple(AntreaPeer.from_dict(p, cluster_scoped) for p in raw.get(peer_key) or ()),
-                        ports=ports_from_list(raw_ports),
+                        ports=ports_from_list(raw_ports) + icmp,
                         applied_to=rule_applied,
                         index=number,
-                        source_ports=tuple(_source_range(p, f"{kind} {name}") for p in raw_ports),
+                        source_ports=tuple(_source_range(p, f"{kind} {name}") for p in raw_ports) + (None,) * len(icmp),
                     )
                 )
             return tuple(parsed)
@@ -326,6 +340,31 @@ class AntreaPolicy:
 
         return AntreaPolicy(self.kind, self.name, self.namespace, self.tier, self.tier_priority, self.priority,
                             self.applied_to, resolve(self.ingress), resolve(self.egress))
+
+
+def icmp_specs(protocols: Sequence[Mapping[str, Any]], label: str) -> tuple[PortSpec, ...]:
+    """A rule's ``protocols`` (``icmp: {icmpType, icmpCode}``) as ICMP entries of its services.
+
+    Antrea merges ``ports`` and ``protocols`` into one list of services a rule matches (either
+    one matching is enough); an ICMP entry matches ICMP probes (``port`` = type * 256 + code,
+    :func:`~cni_runbook.policy.model.icmp_port`) of that type and code, a missing one standing
+    for any. ``igmp`` (multicast) is outside the model and refused.
+    """
+    out = []
+    for entry in protocols:
+        if entry.get("igmp") is not None or "icmp" not in entry:
+            raise ValueError(f"{label}: protocols entry {dict(entry)!r}: only icmp is modelled (igmp is not)")
+        icmp = entry.get("icmp") or {}
+        kind, code = icmp.get("icmpType"), icmp.get("icmpCode")
+        if kind is None:
+            if code is not None:
+                raise ValueError(f"{label}: icmpCode {code} needs icmpType")
+            out.append(PortSpec(ICMP, None))
+        elif code is None:
+            out.append(PortSpec(ICMP, icmp_port(int(kind)), icmp_port(int(kind), 255)))
+        else:
+            out.append(PortSpec(ICMP, icmp_port(int(kind), int(code))))
+    return tuple(out)
 
 
 def _source_range(port: Mapping[str, Any], label: str) -> tuple[int, int] | None:

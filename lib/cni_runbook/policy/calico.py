@@ -34,14 +34,19 @@ The rules below are taken from Calico's API reference, the doc comments of
   labels plus ``projectcalico.org/namespace`` and ``projectcalico.org/orchestrator: k8s``.
 * **EntityRule** (``source`` / ``destination``): ``nets``, ``notNets``, ``selector``,
   ``notSelector``, ``namespaceSelector``, ``ports``, ``notPorts``, ``serviceAccounts`` all have
-  to hold (AND). ``notSelector`` negates the match (it is limited to the policy's namespace in
-  a NetworkPolicy, like ``selector``: an assumption of this model). ``ports`` are numbers,
+  to hold (AND). ``notSelector`` negates the match. In a NetworkPolicy (or with a
+  ``namespaceSelector``) Calico adds the namespace to the rule's selector whenever a selector,
+  ``serviceAccounts``, ``notSelector`` or ``namespaceSelector`` is set (libcalico-go
+  ``lib/backend/syncersv1/updateprocessors/rules.go``, ``RuleAPIV2ToBackend``): a
+  ``notSelector`` alone then matches the pods of the policy's namespace outside it, nothing
+  else; in a GlobalNetworkPolicy it matches every endpoint and address outside it. ``ports`` are numbers,
   ``"min:max"`` ranges or named ports (resolved on the destination endpoint); source ports are
   matched against the client's ephemeral port range, as the Antrea model does.
 * **Protocols**: ``TCP``, ``UDP``, ``SCTP``, ``ICMP``, ``ICMPv6``, ``UDPLite`` or a number;
-  ``icmp: {type, code}`` narrows ICMP (an ICMP probe here is an echo request, type 8 code 0).
+  ``icmp: {type, code}`` narrows ICMP. An ICMP probe is protocol ``ICMP`` with "port"
+  ``type * 256 + code`` (:func:`.model.icmp_port`; a ping's echo request is 8/0 = 2048).
 
-Outside this model, refused with a ValueError: ``serviceAccountSelector`` and
+Outside this model, refused with :class:`NotModelled` (a ValueError): ``serviceAccountSelector`` and
 ``serviceAccounts.selector`` (they select on ServiceAccount labels, which the cluster model
 does not hold), ``services``, ``http``, host endpoints (``preDNAT``, ``doNotTrack``,
 ``applyOnForward``), ``global()`` selectors.
@@ -57,7 +62,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .antrea import EPHEMERAL_PORTS
-from .model import Cluster, IPAddress, IPNetwork, NetworkPolicy, Pod, as_network_policy
+from .model import NAMESPACE_NAME_LABEL, Cluster, IPAddress, IPNetwork, NetworkPolicy, Pod, as_network_policy
 
 DEFAULT_TIER = "default"
 DEFAULT_TIER_ORDER = 1_000_000.0
@@ -65,11 +70,15 @@ KNP_ORDER = 1000.0
 ACTIONS = ("Allow", "Deny", "Pass", "Log")
 PROTOCOL_NUMBERS = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP", 136: "UDPLite"}
 PROTOCOL_NAMES = {v.upper(): v for v in PROTOCOL_NUMBERS.values()}
-ICMP_PROBE = (8, 0)  # echo request type, code
 NS_NAME_LABEL = "projectcalico.org/name"
 POD_NS_LABEL = "projectcalico.org/namespace"
 ORCHESTRATOR_LABEL = "projectcalico.org/orchestrator"
 _UNSUPPORTED_SPEC = ("preDNAT", "doNotTrack", "applyOnForward", "serviceAccountSelector", "performanceHints")
+
+
+class NotModelled(ValueError):
+    """A valid Calico construct outside this model (the message says which and why): the
+    converter reports the policy as ``unsupported`` instead of failing the whole set."""
 
 
 # --------------------------------------------------------------------------- selectors
@@ -182,7 +191,7 @@ def parse_selector(text: str | None) -> Sel:
                 take("op", ")")
                 return ALL
             if word == "global":
-                raise ValueError(f"selector {text!r}: global() selects GlobalNetworkSets/HostEndpoints, not modelled")
+                raise NotModelled(f"selector {text!r}: global() selects GlobalNetworkSets/HostEndpoints, not modelled")
             key = take("word")[1]
             take("op", ")")
             return Sel("has", key)
@@ -287,16 +296,20 @@ def to_dnf(sel: Sel, negate: bool = False) -> list[list[Literal]]:
     return [[(sel.key, literal[0], tuple(sorted(literal[1])))]]
 
 
-def label_selectors(sel: Sel) -> list[dict[str, Any]]:
+def label_selectors(sel: Sel, namespaces: bool = False) -> list[dict[str, Any]]:
     """``sel`` as Kubernetes label selector dicts whose union it is ([] = nothing, [{}] = all).
-    Keys of Calico's own implicit labels (``projectcalico.org/...``) are refused."""
+    ``namespaces``: a namespace selector, where Calico's ``projectcalico.org/name`` becomes
+    ``kubernetes.io/metadata.name`` (the API server sets it on every namespace to its name).
+    Other keys of Calico's own implicit labels (``projectcalico.org/...``) are refused."""
     out: list[dict[str, Any]] = []
     for conj in to_dnf(sel):
         labels: dict[str, str] = {}
         exprs: list[dict[str, Any]] = []
         for key, operator, values in conj:
+            if namespaces and key == NS_NAME_LABEL:
+                key = NAMESPACE_NAME_LABEL
             if key.startswith("projectcalico.org/"):
-                raise Inexpressible(f"selector on Calico's implicit label {key!r}")
+                raise Inexpressible(f"selector on Calico's implicit label {key!r} (no Kubernetes label carries it)")
             if operator == "In" and len(values) == 1 and key not in labels:
                 labels[key] = values[0]
             else:
@@ -394,14 +407,15 @@ class EntityRule:
         data = data or {}
         for key in ("services",):
             if data.get(key):
-                raise ValueError(f"{where}: {key!r} is not modelled")
+                raise NotModelled(f"{where}: {key!r} (Kubernetes Services as peers) is not modelled")
         unknown = set(data) - {"nets", "notNets", "selector", "notSelector", "namespaceSelector", "ports",
                                "notPorts", "serviceAccounts", "services"}
         if unknown:
             raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
         sa = data.get("serviceAccounts") or {}
         if sa.get("selector"):
-            raise ValueError(f"{where}: serviceAccounts.selector selects on ServiceAccount labels, not modelled")
+            raise NotModelled(f"{where}: serviceAccounts.selector selects on ServiceAccount labels, which the cluster "
+                              "model does not hold")
 
         def sel(key: str) -> Sel | None:
             text = data.get(key)
@@ -435,11 +449,17 @@ class EntityRule:
             return False
         if self.not_nets and any(ip in n for ip in ips for n in self.not_nets):
             return False
-        if self.selects_endpoints or self.not_selector is not None:
+        if self.selects_endpoints:
             in_scope = isinstance(remote, Pod) and (
                 self.namespace_selector is not None or policy.namespace is None or remote.namespace == policy.namespace
             )
-            if self.selector is not None or self.namespace_selector is not None or self.service_accounts:
+            # Calico namespaces the rule's selector when a selector, serviceAccounts, notSelector or
+            # namespaceSelector is given and the policy is namespaced (or a namespaceSelector is
+            # set): libcalico-go RuleAPIV2ToBackend. A notSelector alone in a GlobalNetworkPolicy
+            # stays unscoped: it matches every endpoint (and address) outside it.
+            scoped = (self.selector is not None or self.namespace_selector is not None or bool(self.service_accounts)
+                      or policy.namespace is not None)
+            if scoped:
                 if not in_scope or not isinstance(remote, Pod):
                     return False
                 if self.namespace_selector is not None and not self.namespace_selector.matches(
@@ -450,7 +470,7 @@ class EntityRule:
                     return False
                 if self.service_accounts and remote.service_account not in self.service_accounts:
                     return False
-            if self.not_selector is not None and in_scope and isinstance(remote, Pod):
+            if self.not_selector is not None and isinstance(remote, Pod):
                 if self.not_selector.matches(pod_labels(remote)):
                     return False
         return True
@@ -505,7 +525,7 @@ class CalicoRule:
         if action not in ACTIONS:
             raise ValueError(f"{where}: action {action!r} is not one of {', '.join(ACTIONS)}")
         if data.get("http"):
-            raise ValueError(f"{where}: http match criteria (application layer) are not modelled")
+            raise NotModelled(f"{where}: http match criteria (application layer) are not modelled")
         protocol = _normalize_protocol(data.get("protocol"), where)
         source = EntityRule.from_dict(data.get("source"), f"{where} source")
         destination = EntityRule.from_dict(data.get("destination"), f"{where} destination")
@@ -537,9 +557,11 @@ class CalicoRule:
             destination=destination,
         )
 
-    def _icmp_matches(self, fields: tuple[int | None, int | None]) -> bool:
+    @staticmethod
+    def _icmp_matches(fields: tuple[int | None, int | None], port: int) -> bool:
+        """Do ICMP ``{type, code}`` fields match the ICMP probe ``port`` (type * 256 + code)?"""
         kind, code = fields
-        return (kind is None or kind == ICMP_PROBE[0]) and (code is None or code == ICMP_PROBE[1])
+        return (kind is None or kind == port // 256) and (code is None or code == port % 256)
 
     def matches(
         self,
@@ -555,9 +577,9 @@ class CalicoRule:
             return False
         if self.not_protocol is not None and self.not_protocol == protocol:
             return False
-        if self.icmp is not None and not self._icmp_matches(self.icmp):
+        if self.icmp is not None and not self._icmp_matches(self.icmp, port):
             return False
-        if self.not_icmp is not None and self._icmp_matches(self.not_icmp):
+        if self.not_icmp is not None and self._icmp_matches(self.not_icmp, port):
             return False
         if self.ip_version is not None:
             ips = dst.ips if isinstance(dst, Pod) else (dst,)
@@ -628,7 +650,9 @@ class CalicoPolicy:
         where = f"Calico {kind} {name}"
         for key in _UNSUPPORTED_SPEC:
             if spec.get(key):
-                raise ValueError(f"{where}: spec.{key} is not modelled")
+                raise NotModelled(f"{where}: spec.{key} is not modelled" + (
+                    " (it selects on ServiceAccount labels, which the cluster model does not hold)"
+                    if key == "serviceAccountSelector" else " (host endpoints / performance hints)"))
         ns: str | None = None
         if kind == "NetworkPolicy":
             ns = meta.get("namespace") or namespace

@@ -34,11 +34,22 @@ Mapping (the semantics on both sides: :mod:`.calico`, :mod:`.model`, :mod:`.antr
   in its default tier at order 1000; a Calico policy with Deny rules ordered after them is
   lossy (in Antrea its Drop comes first).
 
-Unsupported (with the reason): notSelector, serviceAccounts, nets combined with selectors in
-one entity, notProtocol / notICMP / ipVersion / UDPLite / other protocol numbers, selectors
-with contains / starts with / ends with or Calico's implicit ``projectcalico.org/`` labels,
-named source ports, more than 14 custom tiers. ICMP rules are dropped (lossy): the engine has
-no ICMP model to verify them.
+* ``notSelector`` is folded into the selector (``sel && !notSel``), scoped as Calico scopes
+  it (:mod:`.calico`); alone in a GlobalNetworkPolicy it also matches non-pod addresses, which a
+  converted peer cannot (lossy). A namespaceSelector on ``projectcalico.org/name`` becomes
+  ``kubernetes.io/metadata.name`` (exact: the API server sets it on every namespace).
+* ICMP rules (``icmp: {type, code}`` or any ICMP) become Antrea ``protocols: [{icmp: ...}]``
+  (exact, and compared by the equivalence proof); a Kubernetes NetworkPolicy cannot match ICMP,
+  so such a policy goes to Antrea. ICMPv6 rules are dropped (lossy: the model probes IPv4 only).
+
+Unsupported (status ``unsupported`` with the reason, the other policies still convert):
+``serviceAccounts`` (Kubernetes has no service account peer; Antrea's is outside the
+expectation engine), ``serviceAccountSelector`` and ``serviceAccounts.selector`` (ServiceAccount
+labels are not in the cluster model), ``services``, ``http``, ``preDNAT`` / ``doNotTrack`` /
+``applyOnForward``, ``global()``, nets combined with selectors in one entity, ``notProtocol``,
+``notICMP``, ``ipVersion``, UDPLite and other protocol numbers, selectors with contains /
+starts with / ends with or other implicit ``projectcalico.org/`` labels, named source ports,
+tiers after the default tier, more than 14 custom tiers.
 """
 
 from __future__ import annotations
@@ -60,6 +71,8 @@ from .calico import (
     CalicoTier,
     EntityRule,
     Inexpressible,
+    NotModelled,
+    Sel,
     label_selectors,
     split_objects,
     tiers_from_objects,
@@ -206,30 +219,64 @@ def _port_entries(rule: CalicoRule, with_source: bool) -> list[dict[str, Any]] |
     return entries
 
 
+def _icmp_protocols(rule: CalicoRule) -> list[dict[str, Any]]:
+    """Antrea ``protocols`` of a Calico ICMP rule (``icmp: {type, code}``; none: every ICMP message)."""
+    fields: dict[str, int] = {}
+    if rule.icmp is not None:
+        kind, code = rule.icmp
+        if kind is not None:
+            fields["icmpType"] = int(kind)
+        if code is not None:
+            fields["icmpCode"] = int(code)
+    return [{"icmp": fields}]
+
+
 def _check_rule(rule: CalicoRule) -> None:
-    if rule.not_protocol is not None or rule.not_icmp is not None:
-        raise Inexpressible(f"rule {rule.index + 1}: notProtocol / notICMP")
+    if rule.not_protocol is not None:
+        raise Inexpressible(f"rule {rule.index + 1}: notProtocol {rule.not_protocol} (Kubernetes and Antrea rules "
+                            "list the protocols they match; they cannot exclude one)")
+    if rule.not_icmp is not None:
+        raise Inexpressible(f"rule {rule.index + 1}: notICMP (Antrea's icmp match names a type/code, it cannot "
+                            "exclude one)")
     if rule.ip_version is not None:
-        raise Inexpressible(f"rule {rule.index + 1}: ipVersion")
+        raise Inexpressible(f"rule {rule.index + 1}: ipVersion {rule.ip_version} (Kubernetes and Antrea rules have "
+                            "no IP family match)")
     if rule.protocol not in (None, "TCP", "UDP", "SCTP", "ICMP", "ICMPv6"):
-        raise Inexpressible(f"rule {rule.index + 1}: protocol {rule.protocol}")
+        raise Inexpressible(f"rule {rule.index + 1}: protocol {rule.protocol} (Kubernetes NetworkPolicy knows "
+                            "TCP, UDP, SCTP; Antrea adds ICMP and IGMP)")
 
 
-def _peers(entity: EntityRule, namespaced: bool) -> list[dict[str, Any]] | None:
+def _entity_selector(entity: EntityRule) -> Sel | None:
+    """The entity's endpoint selector with its ``notSelector`` folded in (``sel && !notSel``)."""
+    if entity.not_selector is None:
+        return entity.selector
+    negated = Sel("not", args=(entity.not_selector,), text=f"!({entity.not_selector.text})")
+    if entity.selector is None:
+        return negated
+    return Sel("and", args=(entity.selector, negated), text=f"({entity.selector.text}) && {negated.text}")
+
+
+def _peers(entity: EntityRule, namespaced: bool, lost: list[str] | None = None,
+           where: str = "") -> list[dict[str, Any]] | None:
     """Peers for the remote side (None = any peer; [] = none)."""
-    if entity.not_selector is not None:
-        raise Inexpressible("notSelector (negated endpoint match)")
     if entity.service_accounts:
-        raise Inexpressible("serviceAccounts (the engine has no service account peer model)")
-    has_sel = entity.selector is not None or entity.namespace_selector is not None
+        raise Inexpressible("serviceAccounts: Kubernetes NetworkPolicy has no service account peer, and Antrea's "
+                            "serviceAccount peer is outside the expectation engine, so no conversion could be proven")
+    selector = _entity_selector(entity)
+    has_sel = selector is not None or entity.namespace_selector is not None
     if has_sel and (entity.nets or entity.not_nets):
-        raise Inexpressible("nets/notNets combined with selectors in one entity (IP AND labels)")
+        raise Inexpressible("nets/notNets combined with selectors in one entity (IP AND labels): a Kubernetes or "
+                            "Antrea peer is either an ipBlock or selectors")
     if entity.nets or entity.not_nets:
         return _ip_blocks(entity.nets, entity.not_nets)
     if not has_sel:
         return None
-    pods = label_selectors(entity.selector) if entity.selector is not None else [None]
-    spaces = label_selectors(entity.namespace_selector) if entity.namespace_selector is not None else [None]
+    if (entity.not_selector is not None and entity.selector is None and entity.namespace_selector is None
+            and not namespaced and lost is not None):
+        lost.append(f"{where}: notSelector alone in a GlobalNetworkPolicy also matches non-pod addresses (host "
+                    "endpoints, outside the cluster); the converted peer selects pods only")
+    pods = label_selectors(selector) if selector is not None else [None]
+    spaces = label_selectors(entity.namespace_selector, namespaces=True) if entity.namespace_selector is not None else [None]
     peers = []
     for ns in spaces:
         for pod in pods:
@@ -239,19 +286,19 @@ def _peers(entity: EntityRule, namespaced: bool) -> list[dict[str, Any]] | None:
             if ns is not None:
                 peer["namespaceSelector"] = ns
             peers.append(peer)
-    del namespaced
     return peers
 
 
 def _local(entity: EntityRule, direction: str) -> list[dict[str, Any]] | None:
     """Pod selectors of the local side of a rule (None = no restriction)."""
-    if entity.nets or entity.not_nets or entity.not_selector is not None or entity.service_accounts:
-        raise Inexpressible(f"{direction} rule matching the selected pod itself by IP, notSelector or service account")
+    if entity.nets or entity.not_nets or entity.service_accounts:
+        raise Inexpressible(f"{direction} rule matching the selected pod itself by IP or service account")
     if entity.namespace_selector is not None:
         raise Inexpressible(f"{direction} rule with a namespaceSelector on the selected pod's side")
-    if entity.selector is None:
+    selector = _entity_selector(entity)
+    if selector is None:
         return None
-    return label_selectors(entity.selector)
+    return label_selectors(selector)
 
 
 def _meta(name: str, namespace: str | None, source: str) -> dict[str, Any]:
@@ -286,14 +333,17 @@ def k8s_form(policy: CalicoPolicy) -> tuple[list[dict[str, Any]], list[str]]:
                 continue
             if rule.action != "Allow":
                 raise Inexpressible(f"{direction} rule {rule.index + 1}: action {rule.action}")
-            if rule.protocol in ("ICMP", "ICMPv6"):
-                lost.append(f"{direction} rule {rule.index + 1} ({rule.protocol}): not converted; "
-                            f"{rule.protocol} connections change")
+            if rule.protocol == "ICMP":
+                raise Inexpressible(f"{direction} rule {rule.index + 1}: ICMP (a Kubernetes NetworkPolicy cannot "
+                                    "match ICMP; Antrea's protocols can)")
+            if rule.protocol == "ICMPv6":
+                lost.append(f"{direction} rule {rule.index + 1} (ICMPv6): not converted (the model probes IPv4 "
+                            "ICMP only); ICMPv6 connections change")
                 continue
             remote, local = (rule.source, rule.destination) if direction == "ingress" else (rule.destination, rule.source)
             if _local(local, direction) is not None:
                 raise Inexpressible(f"{direction} rule {rule.index + 1}: selector on the selected pod's side")
-            peers = _peers(remote, True)
+            peers = _peers(remote, True, lost, f"{direction} rule {rule.index + 1}")
             ports = _port_entries(rule, with_source=False)
             if peers == [] or ports == []:
                 continue  # matches nothing
@@ -324,7 +374,8 @@ def applied_to(policy: CalicoPolicy) -> list[dict[str, Any]]:
     pods = label_selectors(policy.selector)
     if policy.namespace is not None:
         return [{"podSelector": p} for p in pods]
-    spaces = label_selectors(policy.namespace_selector) if policy.namespace_selector is not None else [None]
+    spaces = (label_selectors(policy.namespace_selector, namespaces=True) if policy.namespace_selector is not None
+              else [None])
     return [{"podSelector": p, **({"namespaceSelector": n} if n is not None else {})} for n in spaces for p in pods]
 
 
@@ -345,14 +396,15 @@ def antrea_form(
             if rule.action == "Log":
                 lost.append(f"{direction} rule {rule.index + 1} (Log): logging only, no connection changes")
                 continue
-            if rule.protocol in ("ICMP", "ICMPv6"):
-                lost.append(f"{direction} rule {rule.index + 1} ({rule.protocol} {rule.action}): not converted; "
-                            f"{rule.protocol} connections change")
+            if rule.protocol == "ICMPv6":
+                lost.append(f"{direction} rule {rule.index + 1} (ICMPv6 {rule.action}): not converted (the model "
+                            "probes IPv4 ICMP only); ICMPv6 connections change")
                 continue
             remote, local = (rule.source, rule.destination) if direction == "ingress" else (rule.destination, rule.source)
             local_sel = _local(local, direction)
-            peers = _peers(remote, policy.namespace is not None)
-            ports = _port_entries(rule, with_source=True)
+            peers = _peers(remote, policy.namespace is not None, lost, f"{direction} rule {rule.index + 1}")
+            icmp = _icmp_protocols(rule) if rule.protocol == "ICMP" else None
+            ports = None if icmp is not None else _port_entries(rule, with_source=True)
             if peers == [] or ports == [] or local_sel == []:
                 continue
             action = {"Allow": "Allow", "Deny": "Drop", "Pass": "Allow" if pass_to_allow else "Pass"}[rule.action]
@@ -361,6 +413,8 @@ def antrea_form(
                 out["from" if direction == "ingress" else "to"] = peers
             if ports is not None:
                 out["ports"] = ports
+            if icmp is not None:
+                out["protocols"] = icmp
             if local_sel is not None:
                 rule_level = True
                 entries = []
@@ -418,6 +472,14 @@ def _cluster_entries(policy: CalicoPolicy) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- driver
 
 
+def policy_key(obj: Mapping[str, Any]) -> str:
+    """``calico cnp <ns>/<name>`` or ``calico gnp <name>`` (as :attr:`CalicoPolicy.key`) from the object."""
+    meta = obj.get("metadata") or {}
+    if obj.get("kind") == "GlobalNetworkPolicy":
+        return f"calico gnp {meta.get('name', '?')}"
+    return f"calico cnp {meta.get('namespace', '?')}/{meta.get('name', '?')}"
+
+
 def _tier_priorities(count: int) -> list[int]:
     free = [p for p in range(1, 250) if p not in _RESERVED_FOR_TIERS]
     step = len(free) // (count + 1)
@@ -440,7 +502,13 @@ def convert(
     order: list[str] = []
     parsed: list[CalicoPolicy] = []
     for obj in calico_objs:
-        policy = CalicoPolicy.from_dict(obj)
+        try:
+            policy = CalicoPolicy.from_dict(obj)
+        except NotModelled as exc:  # a valid construct outside the model: this policy only is unsupported
+            key = policy_key(obj)
+            order.append(key)
+            results[key] = PolicyConversion(key, UNSUPPORTED, reason=str(exc))
+            continue
         if policy.tier not in all_tiers:
             raise ValueError(f"{policy.key}: tier {policy.tier!r} does not exist (give its Tier object)")
         parsed.append(policy)

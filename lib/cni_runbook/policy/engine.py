@@ -46,7 +46,7 @@ from .model import (
     Pod,
     Rule,
     as_network_policy,
-    normalize_protocol,
+    normalize_probe_protocol,
 )
 
 PolicyLike = NetworkPolicy | Mapping[str, Any]
@@ -287,7 +287,7 @@ class PolicyEngine:
 
     def verdict(self, src: str, dst: str, port: int, protocol: str = "TCP") -> Verdict:
         """Expected outcome of one probe."""
-        protocol = normalize_protocol(protocol)
+        protocol = normalize_probe_protocol(protocol)
         s, d = _resolve(self.cluster, src), _resolve(self.cluster, dst)
         if s.index is None and d.index is None:
             raise ValueError(f"probe {src} -> {dst}: at least one end must be a pod of the cluster")
@@ -313,7 +313,7 @@ class PolicyEngine:
     def matrix_array(self, port: int, protocol: str = "TCP") -> np.ndarray:
         """The truth table as an (n, n) numpy boolean array (rows sources, columns
         destinations, in ``cluster.pods`` order)."""
-        protocol = normalize_protocol(protocol)
+        protocol = normalize_probe_protocol(protocol)
         n = len(self.cluster.pods)
         ingress_ok, egress_ok = self._k8s_masks(port, protocol)
         if self.antrea:
@@ -508,7 +508,7 @@ def naive_verdict(
     """
     k8s = [as_network_policy(p) for p in policies]
     antrea = [as_antrea_policy(p, tiers).for_ephemeral_ports(ephemeral_ports) for p in antrea_policies]
-    protocol = normalize_protocol(probe.protocol)
+    protocol = normalize_probe_protocol(probe.protocol)
     s, d = _resolve(cluster, probe.src), _resolve(cluster, probe.dst)
     if s.index is None and d.index is None:
         raise ValueError(f"probe {probe.src} -> {probe.dst}: at least one end must be a pod of the cluster")

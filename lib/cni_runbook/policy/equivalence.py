@@ -7,8 +7,10 @@ plus one port no policy mentions. Rules only tell ports apart by range membershi
 class of ports with the same membership contains one of those numbers, so equal matrices on
 them mean equal reachability on every port of that protocol: equivalence *proven for that
 model* (pods, namespaces, labels, IPs, named ports; the client's ephemeral source port range).
-ICMP is not compared (the Kubernetes / Antrea engine has no ICMP model; the conversion
-reports ICMP rules as lost).
+ICMP is compared too, always: probes carry type and code (``type * 256 + code``,
+:func:`.model.icmp_port`), and the representatives are, per type a rule mentions, each
+mentioned code and one other, one type no rule mentions, and the echo request (8/0).
+ICMPv6 is not (the model is IPv4; the conversion reports ICMPv6 rules as lost).
 
 Otherwise every differing cell is listed with the rule that decides it on each side.
 """
@@ -22,10 +24,10 @@ from typing import Any
 import pandas as pd
 
 from .antrea import EPHEMERAL_PORTS, AntreaPolicy, TiersLike
-from .calico import CalicoEvaluator, CalicoPolicy, split_objects
-from .convert import Conversion, convert
+from .calico import CalicoEvaluator, CalicoPolicy, NotModelled, split_objects
+from .convert import Conversion, convert, policy_key
 from .engine import PolicyEngine
-from .model import Cluster, NetworkPolicy
+from .model import ICMP, Cluster, NetworkPolicy, icmp_port
 
 PORT_PROTOCOLS = ("TCP", "UDP", "SCTP")
 COLUMNS = ["port", "protocol", "from", "to", "source", "converted", "source rule", "converted rule"]
@@ -36,17 +38,22 @@ class Equivalence:
     ports: list[tuple[int, str]]
     cells: int
     differences: pd.DataFrame = field(repr=False)
+    #: source policies the Calico model cannot evaluate (key: why); their presence means not proven
+    unevaluated: list[str] = field(default_factory=list)
 
     @property
     def proven(self) -> bool:
-        return self.differences.empty
+        return self.differences.empty and not self.unevaluated
 
     @property
     def summary(self) -> str:
         ports = ", ".join(f"{proto}/{port}" for port, proto in self.ports)
-        if self.proven:
-            return f"equivalent on {self.cells} cells ({ports}): proven for this cluster model"
-        return f"{len(self.differences)} of {self.cells} cells differ ({ports})"
+        left_out = (f"; not proven: {len(self.unevaluated)} source polic{'y' if len(self.unevaluated) == 1 else 'ies'} "
+                    f"outside the model left out ({'; '.join(self.unevaluated)})") if self.unevaluated else ""
+        if self.differences.empty:
+            verdict = "proven for this cluster model" if not self.unevaluated else "equal without them"
+            return f"equivalent on {self.cells} cells ({ports}): {verdict}{left_out}"
+        return f"{len(self.differences)} of {self.cells} cells differ ({ports}){left_out}"
 
 
 def representative_ports(
@@ -94,7 +101,32 @@ def representative_ports(
         mentioned = {p for p in points[protocol] if 1 <= p <= 65535}
         unmentioned = next(p for p in [8080, *range(1, 65536)] if p not in mentioned)
         out.extend((p, protocol) for p in sorted(mentioned | {unmentioned}))
-    return out
+    return out + [(p, ICMP) for p in icmp_representatives(calico, (*k8s, *antrea))]
+
+
+def icmp_representatives(calico: Sequence[CalicoPolicy] = (), others: Sequence[Any] = ()) -> list[int]:
+    """ICMP probe "ports" (type * 256 + code) standing for every ICMP message: ICMP is matched
+    by type and by type + code only, so per mentioned type each mentioned code and one other
+    code, one type no rule mentions, and the echo request a ping sends (8/0) always."""
+    codes: dict[int, set[int]] = {}
+    for policy in calico:
+        for rule in policy.ingress + policy.egress:
+            for fields in (rule.icmp, rule.not_icmp):
+                if fields is not None and fields[0] is not None:
+                    codes.setdefault(int(fields[0]), set()).update({int(fields[1])} if fields[1] is not None else set())
+    for policy in others:
+        for rule in policy.ingress + policy.egress:
+            for spec in rule.ports:
+                if spec.protocol == ICMP and spec.port is not None:
+                    kind = int(spec.port) // 256
+                    codes.setdefault(kind, set()).update({int(spec.port) % 256} if spec.end_port is None else set())
+    codes.setdefault(8, set()).add(0)
+    out = set()
+    for kind, mentioned in codes.items():
+        out |= {icmp_port(kind, c) for c in mentioned}
+        out.add(icmp_port(kind, next(c for c in range(256) if c not in mentioned)))
+    out.add(icmp_port(next(k for k in range(256) if k not in codes), 0))
+    return sorted(out)
 
 
 def check(
@@ -110,7 +142,13 @@ def check(
     source = list(source)
     conversion = conversion or convert(source)
     calico_objs, k8s_objs, tier_objs = split_objects(source)
-    calico = CalicoEvaluator(cluster, calico_objs, k8s_objs, tier_objs, ephemeral_ports)
+    evaluable, unevaluated = [], []
+    for obj in calico_objs:
+        try:
+            evaluable.append(CalicoPolicy.from_dict(obj))
+        except NotModelled as exc:  # outside the model: reported, never silently equal
+            unevaluated.append(f"{policy_key(obj)}: {exc}")
+    calico = CalicoEvaluator(cluster, evaluable, k8s_objs, tier_objs, ephemeral_ports)
     tiers = antrea_tiers if antrea_tiers is not None else conversion.tiers
     engine = PolicyEngine(cluster, conversion.k8s, conversion.antrea, tiers, ephemeral_ports)
     if ports is None:
@@ -136,4 +174,4 @@ def check(
                     "source rule": "\n".join(calico.decide(s, d, port, protocol)[1]),
                     "converted rule": "\n".join(engine.explain(s, d, port, protocol)[1:]),
                 })
-    return Equivalence(list(ports), cells, pd.DataFrame(rows, columns=COLUMNS))
+    return Equivalence(list(ports), cells, pd.DataFrame(rows, columns=COLUMNS), unevaluated)

@@ -51,6 +51,31 @@ def normalize_protocol(protocol: str | None) -> str:
     return value
 
 
+#: An ICMP probe is (protocol "ICMP", port = type * 256 + code): ``ports`` entries of Kubernetes
+#: rules never match it (they name TCP, UDP or SCTP), rules without ports do; Antrea's and
+#: Calico's ICMP matches compare type and code. The echo request a ping sends is type 8 code 0.
+ICMP = "ICMP"
+PROBE_PROTOCOLS = (*PROTOCOLS, ICMP)
+
+
+def icmp_port(icmp_type: int, icmp_code: int = 0) -> int:
+    """The probe "port" of an ICMP message: ``type * 256 + code``."""
+    if not (0 <= icmp_type <= 255 and 0 <= icmp_code <= 255):
+        raise ValueError(f"ICMP type {icmp_type} / code {icmp_code}: expected 0-255 each")
+    return icmp_type * 256 + icmp_code
+
+
+ICMP_ECHO_REQUEST = icmp_port(8, 0)
+
+
+def normalize_probe_protocol(protocol: str | None) -> str:
+    """A probe's protocol: TCP (default), UDP, SCTP or ICMP."""
+    value = (protocol or "TCP").upper()
+    if value not in PROBE_PROTOCOLS:
+        raise ValueError(f"unsupported probe protocol {protocol!r}; expected one of {', '.join(PROBE_PROTOCOLS)}")
+    return value
+
+
 # --------------------------------------------------------------------------- selectors
 
 
@@ -329,6 +354,11 @@ class PortSpec:
         return port == self.port
 
     def describe(self) -> str:
+        if self.protocol == ICMP:
+            if self.port is None:
+                return "ICMP/any"
+            kind = int(self.port) // 256
+            return f"ICMP type {kind}" + ("" if self.end_port is not None else f" code {int(self.port) % 256}")
         if self.port is None:
             return f"{self.protocol}/any"
         if self.end_port is not None:
