@@ -79,3 +79,41 @@ def lab():
 def lab_cluster(lab):
     """A freshly started lab cluster without a CNI, for this module."""
     return lab.fresh()
+
+
+@pytest.fixture(scope="module")
+def cni_kube(lab):
+    """A client of the lab with its CNI installed and the network working, for this module."""
+    lab.with_cni()
+    k = lab.kube()
+    yield k
+    k.close()
+
+
+#: stage 04's truth-table layout (x, y, z by a, b, c; ports 80, 81) over TCP only: on this
+#: shared machine UDP baseline probes have come back blocked with no policy at all (139 of 288
+#: cells), a probing matter outside the policy tests
+TCP_LAYOUT = {"ports": [80, 81], "protocols": ["TCP"],
+              "namespaces": {ns: {"labels": {"ns": ns}, "pods": ["a", "b", "c"]} for ns in ("x", "y", "z")}}
+
+
+@pytest.fixture(scope="module")
+def policy_layout(cni_kube, tmp_path_factory):
+    """Stage 04's layout deployed on the lab and its baseline probed: (layout, deployment,
+    verifier, baseline); removed after the module."""
+    from cni_runbook.params.schema import Params
+    from cni_runbook.policy import sets, verify, workloads
+    from cni_runbook.provision import lab as lab_target
+
+    params = Params(policy={"enforcement_timeout_s": 45, "layout": TCP_LAYOUT})
+    layout = sets.layout_for(params.policy)
+    record = tmp_path_factory.mktemp("policy-layout")
+    image = workloads.probe_image(params, lab_target.target(require_up=False))
+    deployment = workloads.deploy(cni_kube, layout, image, record / "workloads.jsonl", progress=_say)
+    try:
+        verifier = verify.Verifier(cni_kube, deployment, record, enforcement_timeout_s=45, progress=_say)
+        baseline = verifier.baseline()
+        _say(f"baseline: {baseline.summary}")
+        yield layout, deployment, verifier, baseline
+    finally:
+        workloads.remove(cni_kube, deployment, progress=_say)

@@ -3,7 +3,10 @@
 * the exact Kubernetes output of converting Calico policies (from the sample set) is proven
   equivalent on the live pods, applied, and verified by stage 04's truth tables;
 * ``policy impact`` of a deny-all, computed over the live cluster before it is applied, lists
-  the cut connections, and the verification after apply observes exactly those cuts.
+  the cut connections, and the verification after apply observes exactly those cuts;
+* stage 04 itself (first: it deploys and removes its own x/y/z layout before the module's
+  shared one): its plan predicts the deny-all's cuts, its apply's ``impact`` check finds the
+  verification observed the same.
 """
 
 from __future__ import annotations
@@ -15,53 +18,53 @@ import pytest
 import yaml
 
 from cni_runbook.cli import main
-from cni_runbook.params.schema import Params
-from cni_runbook.policy import equivalence, impact, scenarios, sets, verify, workloads
+from cni_runbook.policy import equivalence, impact, scenarios, sets, verify
 from cni_runbook.policy.convert import EXACT, convert
-from cni_runbook.provision import lab as lab_target
 
 pytestmark = pytest.mark.lab
 
 SAMPLE = Path(__file__).parents[1] / "unit" / "data" / "calico" / "sample.yaml"
+LAB = Path(__file__).parents[2] / "params" / "lab.yaml"
 # Calico policies of the sample set whose conversion is an exact Kubernetes NetworkPolicy and
 # whose meaning does not depend on the synthetic pod IPs
-LIVE = {"allow-from-y", "same-ns-not-c", "port-range", "not-ports", "named-port", "k8s-allow-z"}
+LIVE = {"allow-from-y", "same-ns-not-c", "port-range", "not-ports", "named-port", "k8s-allow-z", "not-selector",
+        "ns-by-calico-name"}
 
 
 def _say(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
-@pytest.fixture(scope="module")
-def kube(lab):
-    lab.with_cni()
-    k = lab.kube()
-    yield k
-    k.close()
+def test_stage04_plan_predicts_the_deny_all_cuts_and_the_apply_observes_them(cni_kube, tmp_path):
+    """Stage 04 itself: its plan shows the connections the default-deny-ingress set would cut,
+    its apply compares what the verification observed with that prediction."""
+    import json
+
+    from cni_runbook.stages.policy_qos import PolicyQosStage
+    from cni_runbook.state import open_stage
+    from conftest import TCP_LAYOUT
+
+    overrides = ["policy.scenarios=[default-deny-ingress]", "policy.enforcement_timeout_s=45", "qos.enabled=false",
+                 f"policy.layout={json.dumps(TCP_LAYOUT)}"]
+    stage = PolicyQosStage(open_stage("04_policy_qos", [str(LAB)], overrides, tmp_path / "run", False))
+    plan = stage.run_plan()
+    assert plan.blocking == [], plan.blocking
+    [planned] = stage.planned_sets
+    assert planned.impact.summary.startswith("48 connections cut, 0 opened")  # per port: x's 3 pods from the 8 others
+    [view] = [v for v in plan.views if v.caption.startswith("default-deny-ingress: predicted impact")]
+    assert set(view.obj["change"]) == {"cut"} and view.obj["connections"].sum() == 48
+    outcome = stage.run_apply(plan)
+    checks = {c.name: c for c in outcome.checks}
+    check = checks["impact default-deny-ingress"]
+    _say(f"{check.status.value}: {check.message}")
+    assert check.status.value == "passed", [(c.name, c.status.value, c.message) for c in outcome.checks]
+    assert check.message == "predicted 48 cut, 0 opened before the apply; the verification observed the same"
+    assert outcome.status.value == "passed", outcome.summary
+    assert (stage.ctx.artifacts / "predicted-impact.csv").is_file() and (stage.ctx.artifacts / "impact-vs-observed.csv").is_file()
 
 
-@pytest.fixture(scope="module")
-def deployed(kube, tmp_path_factory):
-    # TCP only: on this shared machine the UDP baseline probes came back blocked (139 of 288
-    # cells, all UDP) with no policy at all - a probing matter outside this test
-    layout = {"ports": [80, 81], "protocols": ["TCP"],
-              "namespaces": {ns: {"labels": {"ns": ns}, "pods": ["a", "b", "c"]} for ns in ("x", "y", "z")}}
-    params = Params(policy={"enforcement_timeout_s": 45, "layout": layout})
-    layout = sets.layout_for(params.policy)
-    record = tmp_path_factory.mktemp("policy-issue15")
-    image = workloads.probe_image(params, lab_target.target(require_up=False))
-    deployment = workloads.deploy(kube, layout, image, record / "workloads.jsonl", progress=_say)
-    try:
-        verifier = verify.Verifier(kube, deployment, record, enforcement_timeout_s=45, progress=_say)
-        baseline = verifier.baseline()
-        _say(f"baseline: {baseline.summary}")
-        yield layout, deployment, verifier, baseline
-    finally:
-        workloads.remove(kube, deployment, progress=_say)
-
-
-def test_exact_k8s_conversion_is_proven_and_verified_live(deployed):
-    layout, deployment, verifier, _ = deployed
+def test_exact_k8s_conversion_is_proven_and_verified_live(policy_layout):
+    layout, deployment, verifier, _ = policy_layout
     source = [o for o in yaml.safe_load_all(SAMPLE.read_text()) if o and o["metadata"]["name"] in LIVE]
     conversion = convert(source)
     assert all(p.status == EXACT and p.target == "Kubernetes NetworkPolicy" for p in conversion.policies)
@@ -78,8 +81,8 @@ def test_exact_k8s_conversion_is_proven_and_verified_live(deployed):
     assert result.incorrect == 0 and result.correct > 0
 
 
-def test_impact_of_deny_all_matches_what_the_verification_observes(deployed, lab, tmp_path, capsys):
-    layout, deployment, verifier, baseline = deployed
+def test_impact_of_deny_all_matches_what_the_verification_observes(policy_layout, lab, tmp_path, capsys):
+    layout, deployment, verifier, baseline = policy_layout
     deny = scenarios.network_policy("deny-all-ingress", "x", {"podSelector": {}, "policyTypes": ["Ingress"]})
     probes = list(sets.layout_probes(layout))
     kube = verifier.kube
@@ -102,9 +105,8 @@ def test_impact_of_deny_all_matches_what_the_verification_observes(deployed, lab
     result = verifier.verify(sets.PolicySet("deny-all-ingress", "impact check", (deny,), tuple(probes), "impact",
                                               (False,)))
     assert result.ok, result.mismatches().to_string()
-    before = {m.label: m.observed for m in baseline.matrices}
-    for m in result.matrices:
-        was = before[m.label]
-        observed_cut = {(s, d) for s in m.observed.index for d in m.observed.columns
-                        if s != d and bool(was.at[s, d]) and not bool(m.observed.at[s, d])}
-        assert observed_cut == predicted.cells("cut", m.port, m.protocol), m.label
+    agreement = impact.compare_with_observation("deny-all-ingress", predicted, {m.label: m.observed for m in baseline.matrices},
+                                                {m.label: m.observed for m in result.matrices})
+    _say(agreement.check()["message"])
+    assert agreement.agrees, agreement.frame().to_string()
+

@@ -99,3 +99,53 @@ def test_cli_bad_input_is_a_message(tmp_path: Path, capsys: pytest.CaptureFixtur
     policy.write_text(yaml.safe_dump(DENY_X))
     assert main(["policy", "impact", str(policy), "--kubeconfig", str(tmp_path / "none")]) == 2
     assert "kubeconfig" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- stage 04: predicted vs observed
+
+
+def _table(value: bool, flip: tuple[str, str] | None = None, unknown: tuple[str, str] | None = None):
+    import pandas as pd
+
+    keys = CLUSTER.pod_keys
+    frame = pd.DataFrame([[value] * len(keys) for _ in keys], index=keys, columns=keys, dtype="boolean")
+    if flip:
+        frame.at[flip] = not value
+    if unknown:
+        frame.at[unknown] = pd.NA
+    return frame
+
+
+def test_prediction_agrees_with_an_observation_that_cuts_the_same_cells() -> None:
+    from cni_runbook.policy import PolicyEngine
+    from cni_runbook.policy.impact import compare_with_observation, observed_change
+
+    predicted = impact(CLUSTER, [], [DENY_X], ports=[(80, "TCP")])
+    observed = PolicyEngine(CLUSTER, [DENY_X]).matrix(80, "TCP")  # what a correct CNI shows
+    before = {"TCP/80": _table(True)}
+    check = compare_with_observation("deny-all", predicted, before, {"TCP/80": observed})
+    assert check.agrees and check.check() == {
+        "name": "impact deny-all", "status": "passed",
+        "message": "predicted 24 cut, 0 opened before the apply; the verification observed the same"}
+    # one cell the CNI did not cut, one it could not tell: they differ, and the check says so
+    wrong = observed.copy()
+    wrong.at["y/a", "x/a"] = True
+    failed = compare_with_observation("deny-all", predicted, before, {"TCP/80": wrong})
+    assert failed.status == "failed" and "observed 23 cut" in failed.check()["message"]
+    cut, opened, unknown = observed_change(_table(True), _table(True, flip=("y/a", "x/a"), unknown=("y/b", "x/b")))
+    assert (cut, opened, unknown) == ({("y/a", "x/a")}, set(), 1)
+    assert not compare_with_observation("p", predicted, before, {}).agrees  # a matrix not observed
+
+
+def test_stage04_plan_predicts_each_sets_impact() -> None:
+    from cni_runbook.params.schema import Params
+    from cni_runbook.policy import plan as policy_plan
+
+    _, cluster, planned = policy_plan.plan(
+        Params(policy={"scenarios": ["default-deny-ingress", "namespace-isolation"]}).policy)
+    for item in planned:
+        for label, expected in item.expected.items():
+            protocol, port = label.split("/")
+            blocked = {(s, d) for s in expected.index for d in expected.columns if s != d and not expected.at[s, d]}
+            assert item.impact.cells("cut", int(port), protocol) == blocked  # everything reachable before
+        assert item.impact.opened.empty and not plan_frame(item.impact).empty

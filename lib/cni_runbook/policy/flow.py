@@ -12,7 +12,7 @@ from typing import Any
 from ..kube import Kube
 from .layout import Layout
 from .results import SetResult
-from .sets import layout_for, policy_sets
+from .sets import PolicySet, layout_for, policy_sets
 from .verify import BaselineError, Verifier
 from .workloads import Deployment
 
@@ -31,10 +31,34 @@ class PolicyRun:
     removed: list[str] = field(default_factory=list)
     error: str = ""
     seconds: float = 0.0
+    sets: list[PolicySet] = field(default_factory=list)  # as verified (with the deployed pods' IPs)
 
     @property
     def ok(self) -> bool:
         return not self.error and self.baseline is not None and all(r.ok for r in self.results)
+
+    def impact_checks(self) -> list[Any]:
+        """Each verified set's impact predicted over the deployed pods before its apply
+        (:func:`.impact.impact`: the policies kept so far -> plus the set) against what the
+        verification observed (baseline -> the set's matrices); see :class:`.impact.ImpactCheck`."""
+        from .impact import ImpactCheck, compare_with_observation, impact
+
+        if self.deployment is None or self.baseline is None:
+            return []
+        before = {m.label: m.observed for m in self.baseline.matrices}
+        base: list[dict[str, Any]] = []
+        out = []
+        for policy_set, result in zip(self.sets, self.results, strict=False):
+            predicted = impact(self.deployment.cluster, base, policy_set.policies, ports=policy_set.probes)
+            if base:
+                out.append(ImpactCheck(policy_set.name, predicted, compared=False,
+                                       note="not compared: policies kept by an earlier set changed the starting "
+                                            "point, which was not probed on its own"))
+            else:
+                out.append(compare_with_observation(policy_set.name, predicted, before,
+                                                    {m.label: m.observed for m in result.matrices}))
+            base += policy_set.kept()
+        return out
 
     def placement(self) -> list[dict[str, str]]:
         """Where each layout pod ran, with its IP."""
@@ -89,6 +113,7 @@ def run(
         say(f"deploying the layout: {len(layout.namespaces)} namespaces, {len(layout.pods)} pods")
         result.deployment = workloads.deploy(kube, layout, image, record_dir / "workloads.jsonl", progress=say)
         sets = policy_sets(policy_params, result.deployment.cluster, layout)  # with the real pod IPs
+        result.sets = list(sets)
         verifier = Verifier(kube, result.deployment, record_dir, probe_timeout_s=policy_params.probe_timeout_s,
                             enforcement_timeout_s=policy_params.enforcement_timeout_s, concurrency=concurrency,
                             progress=say)

@@ -33,6 +33,7 @@ APP_LABELS = ("app.kubernetes.io/name", "app", "k8s-app", "pod")
 CHANGE_COLUMNS = ["change", "port", "protocol", "from", "to", "from namespace", "from app", "to namespace",
                   "to app", "rule now", "rule after"]
 ANTREA_KINDS = ("ClusterNetworkPolicy", "NetworkPolicy")
+GROUPED_COLUMNS = ["change", "from namespace", "from app", "to namespace", "to app", "connections", "ports", "rule"]
 
 
 def app_of(pod: Pod) -> str:
@@ -117,7 +118,7 @@ class Impact:
     def grouped(self) -> pd.DataFrame:
         """One row per (change, from namespace/app, to namespace/app): how many connections,
         on which ports, and the rule responsible (the first one when several)."""
-        columns = ["change", "from namespace", "from app", "to namespace", "to app", "connections", "ports", "rule"]
+        columns = GROUPED_COLUMNS
         if self.changes.empty:
             return pd.DataFrame(columns=columns)
         rows = []
@@ -205,6 +206,87 @@ def plan_frame(result: Impact, limit: int = 20) -> pd.DataFrame:
         "ports": grouped["ports"],
         "rule": grouped["rule"].map(lambda r: r.splitlines()[0] if r else ""),
     }).head(limit)
+
+
+# --------------------------------------------------------------------------- prediction vs observation
+
+
+def observed_change(before: pd.DataFrame, after: pd.DataFrame) -> tuple[set[tuple[str, str]], set[tuple[str, str]], int]:
+    """(cut, opened, unknown) between two observed truth tables (rows from, columns to; loopback
+    ignored): cut = reachable before and not after, opened the reverse, unknown = cells either
+    table could not tell."""
+    cut, opened, unknown = set(), set(), 0
+    for s in after.index:
+        for d in after.columns:
+            if s == d:
+                continue
+            a, b = before.at[s, d], after.at[s, d]
+            if pd.isna(a) or pd.isna(b):
+                unknown += 1
+            elif bool(a) and not bool(b):
+                cut.add((s, d))
+            elif bool(b) and not bool(a):
+                opened.add((s, d))
+    return cut, opened, unknown
+
+
+@dataclass
+class ImpactCheck:
+    """A policy set's predicted impact (:func:`impact`, before it was applied) against what the
+    verification observed (baseline -> the set's matrices). ``compared`` False: no observed
+    starting point (policies kept by an earlier set changed it), nothing to compare."""
+
+    name: str
+    predicted: Impact
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    compared: bool = True
+    note: str = ""
+
+    @property
+    def agrees(self) -> bool:
+        return self.compared and all(r["agree"] for r in self.rows)
+
+    @property
+    def status(self) -> str:
+        return "skipped" if not self.compared else "passed" if self.agrees else "failed"
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["port", "predicted cut", "observed cut", "predicted opened",
+                                                "observed opened", "unknown", "agree"])
+
+    def check(self) -> dict[str, Any]:
+        if not self.compared:
+            return {"name": f"impact {self.name}", "status": "skipped", "message": self.note}
+        cut = sum(r["predicted cut"] for r in self.rows)
+        opened = sum(r["predicted opened"] for r in self.rows)
+        if self.agrees:
+            message = f"predicted {cut} cut, {opened} opened before the apply; the verification observed the same"
+        else:
+            bad = [r["port"] for r in self.rows if not r["agree"]]
+            message = (f"predicted {cut} cut, {opened} opened; observed "
+                       f"{sum(r['observed cut'] for r in self.rows)} cut, "
+                       f"{sum(r['observed opened'] for r in self.rows)} opened; they differ on {', '.join(bad)}")
+        return {"name": f"impact {self.name}", "status": self.status, "message": message}
+
+
+def compare_with_observation(name: str, predicted: Impact, before: Mapping[str, pd.DataFrame],
+                             after: Mapping[str, pd.DataFrame]) -> ImpactCheck:
+    """Compare ``predicted`` with the observed change from ``before`` to ``after`` (truth tables
+    keyed ``"TCP/80"``), port by port: the same cells cut and opened, and nothing unknown."""
+    out = ImpactCheck(name, predicted)
+    for port, protocol in predicted.ports:
+        label = f"{protocol}/{port}"
+        if label not in before or label not in after:
+            out.rows.append({"port": label, "predicted cut": len(predicted.cells("cut", port, protocol)),
+                             "observed cut": 0, "predicted opened": len(predicted.cells("opened", port, protocol)),
+                             "observed opened": 0, "unknown": 0, "agree": False})
+            continue
+        cut, opened, unknown = observed_change(before[label], after[label])
+        want_cut, want_opened = predicted.cells("cut", port, protocol), predicted.cells("opened", port, protocol)
+        out.rows.append({"port": label, "predicted cut": len(want_cut), "observed cut": len(cut),
+                         "predicted opened": len(want_opened), "observed opened": len(opened), "unknown": unknown,
+                         "agree": cut == want_cut and opened == want_opened and unknown == 0})
+    return out
 
 
 # --------------------------------------------------------------------------- live cluster

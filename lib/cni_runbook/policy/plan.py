@@ -18,6 +18,7 @@ from .sets import PolicySet, layout_for, policy_sets
 class PlannedSet:
     policy_set: PolicySet
     expected: dict[str, pd.DataFrame]  # "TCP/80" -> matrix
+    impact: Any = None  # .impact.Impact: what applying it would cut / open (the plan's model)
 
     def row(self) -> dict[str, Any]:
         blocked = {label: sum(not m.at[s, d] for s in m.index for d in m.columns if s != d)
@@ -36,7 +37,10 @@ class PlannedSet:
 
 def plan(policy_params: Any) -> tuple[Layout, Cluster, list[PlannedSet]]:
     """Plan mode: the layout, its offline model (synthetic pod IPs from the layout's pod CIDR)
-    and every policy set with its expected matrices. Touches nothing."""
+    and every policy set with its expected matrices and its predicted impact (the connections
+    applying it would cut or open, :func:`.impact.impact`). Touches nothing."""
+    from .impact import impact
+
     layout = layout_for(policy_params)
     cluster = layout.cluster()
     planned = []
@@ -44,6 +48,7 @@ def plan(policy_params: Any) -> tuple[Layout, Cluster, list[PlannedSet]]:
     for policy_set in policy_sets(policy_params, cluster, layout):
         engine = PolicyEngine(cluster, base + list(policy_set.policies))
         expected = {f"{normalize_protocol(proto)}/{port}": engine.matrix(port, proto) for port, proto in policy_set.probes}
-        planned.append(PlannedSet(policy_set, expected))
+        planned.append(PlannedSet(policy_set, expected, impact(cluster, base, policy_set.policies,
+                                                               ports=policy_set.probes)))
         base += policy_set.kept()
     return layout, cluster, planned

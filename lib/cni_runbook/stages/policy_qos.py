@@ -3,10 +3,14 @@
 :class:`PolicyQosStage` on the stage base:
 
 * ``plan`` - the truth-table layout (``layout.yaml``) and its placement, every policy set
-  (``policies/<set>.yaml``) with its expected matrices from the pure-Python engine, the QoS pods
+  (``policies/<set>.yaml``) with its expected matrices from the pure-Python engine and its
+  predicted impact (the connections applying it would cut or open, grouped by namespace/app with
+  the responsible rule: ``predicted-impact.csv``), the QoS pods
   (``qos-pods.yaml``) and planned measurements, the Antrea Egress CR (``antrea-egress.yaml``)
   with its gate checks; an unreadable policy file is a blocking finding; nothing touched;
-* ``apply`` - the policy run (baseline, each set, enforcement latency, clean-up), the bandwidth
+* ``apply`` - the policy run (baseline, each set, enforcement latency, clean-up; each set's
+  impact predicted over the deployed pods compared with the cuts/openings the verification
+  observed, one ``impact <set>`` check each: ``impact-vs-observed.csv``), the bandwidth
   measurements, the CNI pod audit, all against the Target's cluster; the checks of the four
   sources merged into one list (Antrea's only when ``qos.antrea_egress`` asks for shaping).
 """
@@ -21,7 +25,7 @@ from cni_runbook import display
 from cni_runbook.checks import Check, Status
 from cni_runbook.cni.profiles import policy_enforcement
 from cni_runbook.kube import leftovers
-from cni_runbook.policy import flow, results, sets, tables, workloads
+from cni_runbook.policy import flow, impact, results, sets, tables, workloads
 from cni_runbook.policy import plan as policy_plan
 from cni_runbook.qos import antrea as qos_antrea
 from cni_runbook.qos import audit, bandwidth
@@ -57,6 +61,7 @@ class PolicyQosStage(Stage):
         self.bandwidth_run: Any = None
         self.cni_audit: pd.DataFrame | None = None
         self.leftovers: list[str] = []  # what an earlier, interrupted run left and this one removed first
+        self.impact_checks: list[impact.ImpactCheck] = []  # each set's predicted impact vs the observation
 
     # -- plan ----------------------------------------------------------------------------------
     def plan(self, ctx: Any) -> Plan:
@@ -88,8 +93,14 @@ class PolicyQosStage(Stage):
                 tables.styled_matrix(expected, f"{item.policy_set.name}: expected {label}")
                 for item in self.planned_sets for label, expected in [next(iter(item.expected.items()))]]),
                 "object", "sets"))
+        for item in self.planned_sets:
+            plan.views.append(View(f"{item.policy_set.name}: predicted impact, {item.impact.summary}",
+                                   impact.plan_frame(item.impact), section="sets"))
+        predicted = [{"set": item.policy_set.name, **row} for item in self.planned_sets
+                     for row in item.impact.grouped().to_dict("records")]
+        ctx.write_artifact("predicted-impact.csv", pd.DataFrame(predicted, columns=["set", *impact.GROUPED_COLUMNS]))
         plan.views += self._plan_qos(ctx)
-        plan.artifacts += ["layout.yaml", "policies/"]
+        plan.artifacts += ["layout.yaml", "policies/", "predicted-impact.csv"]
         plan.summary = (f"{len(actions)} actions planned, {len(self.planned_sets)} policy sets rendered; "
                         "nothing was touched")
         return plan
@@ -147,6 +158,9 @@ class PolicyQosStage(Stage):
                     "sets": [r.record() for r in run.results], "kept": run.kept, "removed": run.removed,
                     "error": run.error})
                 ctx.write_artifact("policy-summary.csv", results.summary_frame(run.results))
+                self.impact_checks = run.impact_checks()
+                ctx.write_artifact("impact-vs-observed.csv", pd.concat(
+                    [c.frame().assign(set=c.name) for c in self.impact_checks] or [pd.DataFrame()]))
             if params.qos.enabled:
                 self.bandwidth_run = bandwidth.measure(kube, params.qos, bandwidth.iperf3_image(params, self.target),
                                                        ctx.artifacts / "records" / "qos.jsonl", progress=print)
@@ -163,6 +177,7 @@ class PolicyQosStage(Stage):
         enforcement = getattr(self, "enforcement", None) or policy_enforcement(params.cni.profile,
                                                                               params.policy.accept_no_enforcement)
         checks = [Check.coerce(c) for c in enforcement.checks(run)]
+        checks += [Check.coerce(c.check()) for c in self.impact_checks]
         bw_checks = self.bandwidth_run.checks if self.bandwidth_run else []
         checks += [Check.coerce(c.check()) for c in bw_checks]
         if self.cni_audit is not None:
@@ -201,6 +216,9 @@ class PolicyQosStage(Stage):
         if run is not None and run.results:
             views.append(View("enforcement", display.plot_enforcement(results.summary_frame(run.results)), "object",
                               "policy"))
+        for c in self.impact_checks:
+            views.append(View(f"impact {c.name}: {c.check()['message']}", c.frame() if c.compared else [],
+                              section="policy"))
         if run is not None and run.results:
             views.append(View("share", display.heatmap(results.correct_share(run.results),
                                                        caption="share of pairs as expected (1.0 = all)"),
