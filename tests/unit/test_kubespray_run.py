@@ -65,7 +65,7 @@ def test_cluster_yml_runs_and_admin_conf_lands_in_state(tmp_path: Path, kubeconf
     recap = run.ansible.recap()
     assert list(recap.index) == ["node1"]
     # changed: artifacts dir + admin.conf; skipped: the custom_cni network step, both modes (plugin none)
-    assert recap.loc["node1"].to_dict() == {"ok": 10, "changed": 2, "failed": 0, "unreachable": 0, "skipped": 11,
+    assert recap.loc["node1"].to_dict() == {"ok": 10, "changed": 2, "failed": 0, "unreachable": 0, "skipped": 14,
                                             "rescued": 0, "ignored": 0}
     assert run.ansible.private_data_dir.parent == tmp_path / "run" / "ansible"
 

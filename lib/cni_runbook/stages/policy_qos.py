@@ -45,6 +45,7 @@ def failing(check: Check, said: str = "") -> str:
 #: the marks of what stage 04 creates (kube/leftovers.py): the truth-table layout, the test
 #: policies of each set, the QoS namespace and pods
 LEFTOVER_ROLES = (workloads.ROLE, workloads.TEST_POLICY_ROLE, bandwidth.ROLE)
+PLAN_IMPACT_ROWS = 50  # rows of each set's predicted impact the plan shows (predicted-impact.csv has all)
 
 
 class PolicyQosStage(Stage):
@@ -94,8 +95,10 @@ class PolicyQosStage(Stage):
                 for item in self.planned_sets for label, expected in [next(iter(item.expected.items()))]]),
                 "object", "sets"))
         for item in self.planned_sets:
-            plan.views.append(View(f"{item.policy_set.name}: predicted impact, {item.impact.summary}",
-                                   impact.plan_frame(item.impact), section="sets"))
+            groups = len(item.impact.grouped())
+            plan.views.append(View(f"{item.policy_set.name}: predicted impact, {item.impact.summary}"
+                                   + (f" (first {PLAN_IMPACT_ROWS} of {groups} groups)" if groups > PLAN_IMPACT_ROWS else ""),
+                                   impact.plan_frame(item.impact, limit=PLAN_IMPACT_ROWS), section="sets"))
         predicted = [{"set": item.policy_set.name, **row} for item in self.planned_sets
                      for row in item.impact.grouped().to_dict("records")]
         ctx.write_artifact("predicted-impact.csv", pd.DataFrame(predicted, columns=["set", *impact.GROUPED_COLUMNS]))
