@@ -54,8 +54,20 @@ LAB_EXAMPLES = ["lab-replace-flannel.yaml", "lab-replace-kube-router.yaml", "lab
 
 
 def test_every_example_is_covered():
-    assert sorted(p.name for p in EXAMPLES.glob("*.yaml")) == [
-        "existing-helm.yaml", "kubespray-antrea.yaml", "kubespray-custom-cni.yaml", *LAB_EXAMPLES]
+    assert sorted(p.name for p in EXAMPLES.glob("*.yaml")) == sorted([
+        "existing-helm.yaml", "kubespray-antrea.yaml", "kubespray-custom-cni.yaml", *LAB_EXAMPLES,
+        "lab-upgrade-flannel-helm.yaml"])
+
+
+@needs_antrea
+def test_lab_upgrade_flannel_helm_plans_the_chart_both_sides(helm, tmp_path, monkeypatch):
+    """The Helm-route upgrade example: both renderings from flannel's chart, the target pinned to v0.28.10."""
+    monkeypatch.setenv("CNI_RUNBOOK_HELM", helm)
+    out = plan_all([str(EXAMPLES / "lab-upgrade-flannel-helm.yaml")], [], tmp_path / "run")
+    assert out["02_cni_install"].summary.endswith("objects rendered; nothing was touched")
+    target = (tmp_path / "run" / "artifacts" / "05_cni_lifecycle" / "target").rglob("rendered.yaml")
+    text = "".join(p.read_text() for p in target)
+    assert "registry.cnilab.local:5000/flannel-io/flannel:v0.28.10" in text and "namespace: kube-system" in text
 
 
 @needs_antrea

@@ -178,6 +178,23 @@ def test_live_objects_compare_as_a_subset_so_server_defaults_are_no_change():
     assert list(diff[diff["change"] == "removed"]["name"]) == ["gone"]
 
 
+def test_helm_target_upgrades_a_helm_release_with_helm_and_a_runbook_rendering_by_server_side_apply():
+    target = cni(profile="flannel", version="v0.28.10", source=CniSource(
+        kind="helm", helm={"path": str(FLANNEL / "charts" / "kube-flannel-v0.28.4"), "release_name": "flannel"}))
+    body = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "kube-flannel-ds", "namespace": "kube-system"},
+            "spec": {"template": {"spec": {"containers": [{"name": "f", "image": "ghcr.io/flannel-io/flannel:v0.28.4"}]}}}}
+    facts = profiles.facts("flannel")
+    release = dict(body, metadata={**body["metadata"], "labels": {"app.kubernetes.io/managed-by": "Helm"}})
+    notes: list[str] = []
+    assert upgrade.helm_route(target, describe_installed(facts, [release]), notes) == "flannel" and not notes
+    assert upgrade.helm_route(target, None, notes) == "flannel"  # cluster not read: the source's route
+    ours = dict(body, metadata={**body["metadata"], "managedFields": [{"manager": "cni-runbook"}]})
+    assert upgrade.helm_route(target, describe_installed(facts, [ours]), notes) is None
+    [note] = notes
+    assert "no Helm release" in note and "helm template --include-crds" in note and "CRDs first" in note
+    assert upgrade.helm_route(cni(), None, []) is None  # not a chart
+
+
 def test_helm_target_applies_the_charts_crds_before_helm_upgrade():
     crd = ordered_objects(Manifest(
         "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: a.b.io}\n"

@@ -103,6 +103,26 @@ def target_version(target, objects: Sequence[ManifestObject], facts: CniFacts) -
     return None
 
 
+def helm_route(target, installed: Installed | None, notes: list[str]) -> str | None:
+    """The Helm release to ``helm upgrade`` (the Helm route), or None (server-side apply of the rendering).
+
+    A Helm-source target is upgraded with ``helm upgrade`` only when the installed CNI is a Helm
+    release (``made_by == "helm"``) or the cluster is not read (plan mode before it exists). An
+    installation this runbook made (stage 02 renders a chart with ``helm template --include-crds``
+    and applies the objects server-side) holds no Helm release: ``helm upgrade`` would refuse its
+    objects (no Helm ownership annotations), so the new chart's rendering is applied the same way
+    it was installed - CRDs (the chart's crds/) first, then the rest in rollout order.
+    """
+    if target is None or target.source is None or target.source.kind != "helm":
+        return None
+    if installed is not None and installed.found and installed.made_by != "helm":
+        notes.append(f"the installed {installed.family} was applied by {installed.made_by} (no Helm release): the "
+                     "target chart is rendered with helm template --include-crds and applied server-side, CRDs first, "
+                     "as stage 02 installed it")
+        return None
+    return target.source.helm.release_name
+
+
 def plan_upgrade(
     *,
     current,
@@ -159,11 +179,11 @@ def plan_upgrade(
         notes.append(f"target {tgt_version} is the installed version: the apply only re-applies changed objects")
 
     diff = objdiff.diff_objects(before, objects, live=live)
-    helm = target.source.helm.release_name if target is not None and target.source is not None and target.source.kind == "helm" else None
+    helm = helm_route(target, installed, notes)
     ordered = objdiff.upgrade_order(objects, facts.rollout_order)
     steps = objdiff.steps(ordered, diff, rollout_order=facts.rollout_order, helm_release=helm)
     return UpgradePlan(current.profile, facts.family, current_version, current_from, tgt_version, kube_version, kube_from,
                        checks, diff, steps, ordered, refusals, notes, installed, helm)
 
 
-__all__ = ["Acceptance", "UpgradePlan", "plan_upgrade", "target_version"]
+__all__ = ["Acceptance", "UpgradePlan", "helm_route", "plan_upgrade", "target_version"]
