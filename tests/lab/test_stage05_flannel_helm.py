@@ -9,6 +9,10 @@ takes the server-side apply of the new chart rendering (CRDs first; flannel's ch
 the DaemonSet rollout. Asserted: the version read from the cluster before and after, validation
 passes after, the outage per pod pair measured by the streaming probe while the DaemonSet rolls.
 
+Measured on this machine (2026-12-02, lab index 1, 6 pairs every 500 ms): rollout of
+kube-system/kube-flannel-ds 15.4 s (1 configured, 4 unchanged), 183 samples over 15.5 s, 0 outage
+windows on 0 pairs (median 0.00 s, max 0.00 s per pair), max gap 0.61 s; validation 9/9 before and after.
+
 The module leaves the lab down (flannel's node leftovers must not meet the next module's CNI).
 """
 
