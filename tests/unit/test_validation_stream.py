@@ -83,6 +83,39 @@ def test_build_result_frames_and_per_node_summary():
     assert len(fig.axes[0].get_yticklabels()) == 3
 
 
+def test_timeline_step_marks_overlap_neither_the_axis_label_nor_the_legend():
+    """The steps are numbered inside the plot and named in the key below the x-axis label (long
+    step names rotated at the marks ran over the x-axis label and the legend)."""
+    import warnings
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    probes = [Probe("ns/a", "10.0.0.2", 80, name=f"p{i}") for i in range(6)]
+    samples = sum((_samples(i, [True, False, False, True, True]) for i in range(6)), [])
+    marks = [(0.1, "before: validation"), (0.3, "apply 5 object(s) up to DaemonSet kube-flannel-ds"),
+             (0.35, "rollout DaemonSet kube-system/kube-flannel-ds"), (0.9, "after: validation")]
+    res = build_result(probes, samples, 0.2, 1000.0, 1001.0, {"ns/a": "n1", "10.0.0.2": "n2"}, marks=marks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "constrained_layout not applied" is a failure
+        fig = res.figure(title="probe pairs during the operation")
+        FigureCanvasAgg(fig).draw()
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    numbers = [t for t in ax.texts if t.get_text() in {"1", "2", "3", "4"}]
+    assert len(numbers) == 4
+    [legend] = fig.legends
+    named = [t.get_text() for t in legend.get_texts()]
+    assert "2  apply 5 object(s) up to DaemonSet kube-flannel-ds (0.3 s)" in named
+    xlabel = ax.xaxis.label.get_window_extent(renderer)
+    key = legend.get_window_extent(renderer)
+    plot = ax.get_window_extent(renderer)
+    assert not xlabel.overlaps(key) and key.y1 <= xlabel.y0
+    for text in numbers:
+        box = text.get_window_extent(renderer)
+        assert plot.y0 <= box.y0 and box.y1 <= plot.y1 + 1  # inside the plot
+        assert not box.overlaps(xlabel) and not box.overlaps(key)
+
+
 def test_parse_sample_rejects_other_lines():
     assert parse_sample("@@S\t3\t1\t0\t1000000\t1002000\t") == (3, 1, 0, 1.0, 1.002, "")
     assert parse_sample("@@S\tx\t1\t0\t1\t2\t") is None

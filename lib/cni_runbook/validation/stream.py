@@ -275,12 +275,17 @@ def pair_label(p: Probe) -> str:
 def timeline_figure(result: StreamResult, title: str | None = None):
     """Pairs x time: green where a sample answered, red where it failed, grey where it could not
     be determined, white where there was no sample; outage windows outlined; marks as lines.
-    Returns a matplotlib Figure (no pyplot state is touched)."""
+    Each mark is numbered at the top of the plot and named in the key below it (long step names
+    rotated into the plot overlapped the x-axis label and the legend). Returns a matplotlib
+    Figure (no pyplot state is touched)."""
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     n = max(1, len(result.pairs))
-    fig = Figure(figsize=(11, 1.2 + 0.28 * n), layout="constrained")
+    marks = list(result.marks)
+    key_rows = 1 + (len(marks) + 1) // 2  # the colours, then the steps two per row
+    fig = Figure(figsize=(11, 1.4 + 0.28 * n + 0.22 * key_rows), layout="constrained")
     ax = fig.add_subplot()
     colours = {True: "#2ca02c", False: "#d62728", None: "#bbbbbb"}
     width = result.interval_s
@@ -291,9 +296,13 @@ def timeline_figure(result: StreamResult, title: str | None = None):
     for row in result.outages.itertuples():
         ax.broken_barh([(row.start_s, max(row.duration_s, width))], (row.pair - 0.45, 0.9), facecolors="none",
                        edgecolors="black", linewidth=0.8)
-    for at, label in result.marks:
+    steps = []
+    for i, (at, label) in enumerate(marks, 1):
         ax.axvline(at, color="#1f77b4", linestyle="--", linewidth=1)
-        ax.annotate(label, (at, n - 0.5), rotation=90, va="top", ha="right", fontsize=8, color="#1f77b4")
+        ax.annotate(str(i), (at, 1.0), xycoords=ax.get_xaxis_transform(), xytext=(2, -2), textcoords="offset points",
+                    va="top", ha="left", fontsize=7, color="#1f77b4", fontweight="bold",
+                    bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none"})
+        steps.append(Line2D([], [], color="#1f77b4", linestyle="--", linewidth=1, label=f"{i}  {label} ({at:.1f} s)"))
     ax.set_yticks(range(len(result.pairs)))
     ax.set_yticklabels([f"{r.label} [{r.src_node or '?'}->{r.dst_node or '?'}]" for r in result.pairs.itertuples()],
                        fontsize=7)
@@ -302,10 +311,11 @@ def timeline_figure(result: StreamResult, title: str | None = None):
     ax.set_xlim(0, max(result.duration_s, width))
     ax.set_xlabel("seconds since the stream started")
     ax.set_title(title or result.summary, fontsize=9)
-    ax.legend(handles=[Patch(color=colours[True], label="answered"), Patch(color=colours[False], label="failed"),
-                       Patch(color=colours[None], label="undetermined"),
-                       Patch(facecolor="none", edgecolor="black", label="outage window")],
-              loc="upper center", bbox_to_anchor=(0.5, -0.35), fontsize=7, ncols=4, frameon=False)
+    handles = [Patch(color=colours[True], label="answered"), Patch(color=colours[False], label="failed"),
+               Patch(color=colours[None], label="undetermined"),
+               Patch(facecolor="none", edgecolor="black", label="outage window")]
+    fig.legend(handles=handles + steps, loc="outside lower center", fontsize=7, ncols=4 if not steps else 2,
+               frameon=False)
     return fig
 
 
