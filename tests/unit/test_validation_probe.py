@@ -3,14 +3,13 @@ batching, retries."""
 
 from __future__ import annotations
 
-import os
-import select
 import shutil
 import subprocess
 import threading
 import time
 
 import pytest
+from local_session import LocalSession
 
 from cni_runbook.kube.exec import ExecResult
 from cni_runbook.validation.probe import (
@@ -226,35 +225,6 @@ def test_script_runs_under_busybox_sh(tmp_path):
     assert parsed.lines[3].output == "two lines\nsecond"
 
 
-class LocalSession:
-    """Test double of kube.exec.ExecSession: the pod's command as a local process (PATH: busybox only)."""
-
-    def __init__(self, kube, namespace, pod, command, container=None, env=None):
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=env)
-        os.set_blocking(self.proc.stdout.fileno(), False)
-
-    def write(self, text):
-        self.proc.stdin.write(text.encode())
-        self.proc.stdin.flush()
-
-    def read(self, timeout):
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        return ((self.proc.stdout.read() or b"").decode(), "") if ready else ("", "")
-
-    def is_open(self):
-        return self.proc.poll() is None
-
-    @property
-    def returncode(self):
-        return self.proc.returncode
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-
 @pytest.fixture()
 def busybox_only(tmp_path):
     """A PATH with nothing but busybox (no awk, tr, tail, adjtimex: the prober must not need them)."""
@@ -338,3 +308,33 @@ def test_pool_exec_failures_and_silent_probers_are_undetermined_and_bounded(busy
     assert results[1].ok is None and results[1].reason.startswith("batch timed out")
     assert results[2].ok is False and results[2].reason == "connection refused"
     assert calls.count("bad") == 2 and calls.count("mute") == 2 and calls.count("good") == 1  # one bounded retry
+
+
+def test_a_batch_arriving_in_pieces_while_probes_finish_loses_no_line(busybox_only):
+    """busybox ash's ``read`` drops what it has read of a line when a signal interrupts it; the
+    serving loop gets a SIGCHLD per finished probe. A batch split in the middle of a line, with
+    probes ending while the rest is on its way, must still start every probe and confirm."""
+    from cni_runbook.validation.probe import END_TAG, PROBER_SHELL
+
+    session = LocalSession(None, "ns", "p", [*PROBER_SHELL, serve_script()], env=busybox_only)
+    try:
+        lines = [f"P {i} 1 3 busybox sleep 0.0{i % 10}" for i in range(12)] + ["E 7", ""]
+        text = "\n".join(lines)
+        cut = text.index("P 6 ") + 3  # in the middle of line 6
+        session.write(text[:cut])
+        time.sleep(0.4)  # the first probes end while the loop waits for the rest of line 6
+        session.write(text[cut:])
+        out, deadline = "", time.monotonic() + 10
+        while f"{END_TAG}\t7" not in out and time.monotonic() < deadline:
+            out += session.read(0.2)[0]
+        parsed = parse_output(out, expected=12)
+        assert f"{END_TAG}\t7" in out, out
+        assert sorted(parsed.lines) == list(range(12)), out
+        # Q ends the prober (the relay stops at Q, so the pipeline does not wait for stdin's end)
+        session.write("Q\n")
+        deadline = time.monotonic() + 5
+        while session.is_open() and time.monotonic() < deadline:
+            out += session.read(0.2)[0]
+        assert not session.is_open()
+    finally:
+        session.close()

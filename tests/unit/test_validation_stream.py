@@ -3,15 +3,13 @@ in-pod loop under busybox ash against a loopback listener that goes away and com
 
 from __future__ import annotations
 
-import os
-import select
 import shutil
 import socket
-import subprocess
 import threading
 import time
 
 import pytest
+from local_session import LocalSession
 
 from cni_runbook.validation.probe import Probe
 from cni_runbook.validation.stream import (
@@ -124,34 +122,6 @@ def test_parse_sample_rejects_other_lines():
         stream_script([("busybox", "true")], 0, 1, 10)
 
 
-class LocalSession:
-    """Test double of kube.exec.ExecSession: the same command as a local process (no pod)."""
-
-    def __init__(self, kube, namespace, pod, command, container=None):
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        os.set_blocking(self.proc.stdout.fileno(), False)
-
-    def write(self, text):
-        self.proc.stdin.write(text.encode())
-        self.proc.stdin.flush()
-
-    def read(self, timeout):
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        return ((self.proc.stdout.read() or b"").decode(), "") if ready else ("", "")
-
-    def is_open(self):
-        return self.proc.poll() is None
-
-    @property
-    def returncode(self):
-        return self.proc.returncode
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-
 class FlakyListener:
     """A loopback TCP port that accepts (and closes on EOF) until :meth:`down`, refuses until :meth:`up`."""
 
@@ -215,3 +185,63 @@ def test_stream_under_busybox_finds_a_known_outage_within_the_interval():
         assert abs(res.started + row.end_s - came_back) <= 0.25
     assert res.max_gap_s <= 0.4  # no gap over two intervals
     assert set(res.nodes["node"]) == {"n0", "n1", "n2"}
+
+
+def _loop(argvs, interval=0.2, max_s=30.0):
+    from cni_runbook.validation.probe import PROBER_SHELL
+
+    return LocalSession(None, "ns", "p", [*PROBER_SHELL, stream_script(argvs, interval, 1, max_s)])
+
+
+def _drain(session, deadline_s):
+    text, deadline = "", time.monotonic() + deadline_s
+    while "@@DONE" not in text and time.monotonic() < deadline:
+        out, _ = session.read(0.2)
+        text += out
+        if not out and not session.is_open():
+            text += (session.proc.stdout.read() or b"").decode()
+            break
+    return text
+
+
+@pytest.mark.skipif(not BUSYBOX, reason="busybox (Debian busybox-static) is not installed")
+@pytest.mark.parametrize("how", ["split STOP", "end of stdin"])
+def test_the_loop_stops_on_a_stop_that_arrives_in_pieces_and_on_the_end_of_its_input(how):
+    """The stall of the streaming lab test: ``read -t`` in the round loop dropped the bytes of a
+    line it had read when its deadline passed (``S`` of ``STOP``, then ``TOP`` meant nothing);
+    the loop went on until max_s. Here ``S`` and ``TOP`` arrive 0.3 s apart (over a round)."""
+    session = _loop([("busybox", "true")], max_s=30)
+    try:
+        time.sleep(0.7)
+        stopped = time.monotonic()
+        if how == "split STOP":
+            session.write("S")
+            time.sleep(0.3)
+            session.write("TOP\n")
+        else:
+            session.end_input()
+        text = _drain(session, 5)
+        took = time.monotonic() - stopped
+    finally:
+        session.close()
+    assert "@@DONE" in text and took < 1.5, (took, text[-300:])
+
+
+@pytest.mark.skipif(not BUSYBOX, reason="busybox (Debian busybox-static) is not installed")
+def test_rounds_keep_their_interval_while_probes_finish_between_them():
+    """Probes ending in the middle of the wait between rounds must not stretch it (``read -t``
+    restarted its timeout at every SIGCHLD: 0.2 s waits took 0.4 s)."""
+    session = _loop([("busybox", "sleep", f"0.0{i}") for i in range(2, 10)], interval=0.2, max_s=2.2)
+    try:
+        text = _drain(session, 10)
+    finally:
+        session.close()
+    sent: dict[int, int] = {}
+    for line in text.splitlines():
+        parsed = parse_sample(line)
+        if parsed:
+            sent[parsed[0]] = min(sent.get(parsed[0], 1 << 62), int(parsed[3] * 1e6))
+    rounds = sorted(sent)
+    assert len(rounds) >= 9, rounds  # 11 boundaries in 2.2 s; a loaded machine may skip one or two
+    steps = [(sent[b] - sent[a]) / 1e6 / (b - a) for a, b in zip(rounds, rounds[1:])]
+    assert max(steps) < 0.3, steps

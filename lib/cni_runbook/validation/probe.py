@@ -577,8 +577,16 @@ def _ping_reason(out: str, last: str, timeout_s: float) -> tuple[bool | None, st
 
 
 #: the serving loop of a long-lived prober: "P index attempts kill argv..." starts a probe,
-#: "E batch" waits for the batch's probes and confirms, "Q" ends (so does stdin's end)
+#: "E batch" waits for the batch's probes and confirms, "Q" ends (so does stdin's end).
+#: The lines reach the loop through a relay job that has no children: busybox ash's
+#: ``read`` drops the part of a line it has read when a signal interrupts it, and the
+#: loop, parent of every probe, gets a SIGCHLD per finished probe; a batch that reached the
+#: pod in two chunks lost the line that straddled them (a probe never started, or the
+#: batch's end never confirmed). The relay writes each line with one write (atomic in a
+#: pipe), so the loop never waits in the middle of a line.
 SERVE_LOOP = r"""
+exec 3<&0
+{ while IFS= read -r l <&3; do printf '%s\n' "$l"; case "$l" in Q*) break ;; esac; done; } | {
 while read -r c i n k rest; do
   case "$c" in
     P) p "$i" "$n" "$k" $rest & ;;
@@ -588,6 +596,7 @@ while read -r c i n k rest; do
 done
 wait
 echo @@DONE
+}
 """
 END_TAG = "@@E"
 

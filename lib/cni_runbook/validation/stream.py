@@ -19,8 +19,9 @@ How it works: one exec per source pod (through the API server, like :mod:`.probe
 busybox-``ash`` loop that starts a round of probes every ``interval_s`` (each probe runs in
 the background, bounded by ``timeout_s``, so a dead destination does not slow the rounds
 down) and prints one line per probe with its in-pod send and answer times (microseconds,
-``$EPOCHREALTIME``). The loop ends on ``STOP`` from the operator, or by itself after
-``max_s``. Rounds the pod could not start in time are skipped and show as gaps.
+``$EPOCHREALTIME``). The loop ends within a round of a line from the operator (``STOP``)
+or of the end of its stdin (the operator went away), or by itself after ``max_s``.
+Rounds the pod could not start in time are skipped and show as gaps.
 
 Definitions (all times are the pods' clocks, as seconds since the stream started):
 
@@ -59,25 +60,38 @@ START_TAG = "@@START"
 DONE_TAG = "@@DONE"
 STOP_LINE = "STOP\n"
 
+#: The round loop. Stop: a reader job of its own (no children: nothing interrupts its
+#: ``read``; stdin passed as fd 3, a background job's own stdin is /dev/null) waits for
+#: the operator's line or stdin's end and signals the loop (USR1); the
+#: loop looks at the flag once per round. Timing: ``busybox sleep`` to the next round
+#: boundary. (Not ``read -t``: busybox ash restarts its timeout on every SIGCHLD, i.e. on
+#: every finished probe, which stretched the rounds; and when the deadline passes
+#: mid-line it drops the bytes read so far: a ``STOP`` caught by a late round's
+#: millisecond-long ``read -t`` lost its ``S``, the loop never saw ``STOP`` and the
+#: prober went on until ``max_s``.)
 _LOOP = r"""
+stop=
+trap 'stop=1' USR1
+me=$$
+exec 3<&0
+{ read -r _line <&3; kill -USR1 "$me"; } &
+reader=$!
+exec 3<&-
 I=%(interval_us)d
 t=$EPOCHREALTIME; start=${t%%.*}${t#*.}; end=$((start + %(max_us)d))
 printf '@@START\t%%s\n' "$start"
 k=0
-while :; do
+while [ -z "$stop" ]; do
   round "$k"
   k=$((k+1)); next=$((start + k*I))
   t=$EPOCHREALTIME; now=${t%%.*}${t#*.}
   [ "$now" -lt "$end" ] || break
   if [ "$now" -ge "$next" ]; then k=$(( (now - start) / I + 1 )); next=$((start + k*I)); fi
-  d=$((next - now)); f=$((d %% 1000000 + 1000000)); line=
-  read -t "$((d / 1000000)).${f#1}" line
-  case "$line" in STOP*) break;; esac
-  t=$EPOCHREALTIME; now=${t%%.*}${t#*.}
-  if [ "$now" -lt "$next" ]; then
-    d=$((next - now)); f=$((d %% 1000000 + 1000000)); busybox sleep "$((d / 1000000)).${f#1}"
-  fi
+  [ -z "$stop" ] || break
+  d=$((next - now)); f=$((d %% 1000000 + 1000000))
+  busybox sleep "$((d / 1000000)).${f#1}"
 done
+kill "$reader" 2>/dev/null
 wait
 echo @@DONE
 """
