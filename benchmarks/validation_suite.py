@@ -19,6 +19,7 @@ Needs a running lab with its CNI (`cluster.up` + `cluster.install_cni`).
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import tempfile
 import time
@@ -38,6 +39,11 @@ from cni_runbook.validation.workloads import LABELS, SELECTOR, Images, cleanup, 
 
 NS = "cni-runbook-bench"
 PORT = 8080
+
+
+def load() -> str:
+    """The machine's load average (1/5/15 min): the figures depend on it (a shared 2-core machine)."""
+    return "load avg " + "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def probe_pods(kube: Kube, count: int, nodes: list[str]) -> list[tuple[str, str, str]]:
@@ -105,8 +111,9 @@ def bench_matrix(kube: Kube, nodes: list[str], sizes: list[int]) -> None:
             print(f"  cold (run_probes: {size} execs started): {c_best:5.2f}s best of "
                   f"{', '.join(f'{t:.2f}' for t, _ in cold)} ({cold[0][1]} ok); ratio {est / c_best:5.1f}x{goal}")
             print(f"  warm (ProberPool, {execs} execs kept): {w_best:5.2f}s best of "
-                  f"{', '.join(f'{t:.2f}' for t, _ in warm)} ({warm[0][1]} ok; its first run {first[0]:.2f}s); "
-                  f"ratio {est / w_best:5.1f}x{goal}", flush=True)
+                  f"{', '.join(f'{t:.2f}' for t, _ in warm)} ({warm[0][1]} ok; its first run {first[0]:.2f}s; "
+                  f"{w_best / len(probes) * 1000:.2f} ms per pair); "
+                  f"ratio {est / w_best:5.1f}x{goal}   [{load()}]", flush=True)
         finally:
             cleanup(kube, NS, wait=True, timeout=180)
 
@@ -118,7 +125,7 @@ def bench_suite(kube: Kube) -> None:
     res = run_suite(kube, scfg)
     wall = time.monotonic() - started
     print(f"stage 03 suite (no perf): {wall:.1f}s wall; {res.summary}; {res.timing_line()}  "
-          f"(goal: <= 8 s; ratio to goal {wall / 8:.2f})", flush=True)
+          f"(goal: <= 8 s; ratio to goal {wall / 8:.2f})   [{load()}]", flush=True)
 
 
 def bench_policy(kube: Kube) -> None:
@@ -132,7 +139,7 @@ def bench_policy(kube: Kube) -> None:
     wall = time.monotonic() - started
     probes = sum(r.probes_run for r in [run.baseline, *run.results] if r is not None)
     print(f"stage 04 policy part: {wall:.1f}s wall; {run.summary}; {probes} probes  "
-          f"(goal: <= 30 s; 88 s before; ratio {88 / wall:.1f}x)", flush=True)
+          f"(goal: <= 30 s; 88 s before; ratio {88 / wall:.1f}x)   [{load()}]", flush=True)
 
 
 def _drop(cfg: LabConfig, node: str, ip: str, add: bool) -> None:
@@ -160,7 +167,8 @@ def bench_stream(kube: Kube, cfg: LabConfig, nodes: list[str], seconds: float) -
             s.mark("undrop")
             time.sleep(seconds / 2 - 3.0)
         res = s.result()
-        print(f"streaming: {res.summary}  (goal: max gap <= 0.40 s; ratio {res.max_gap_s / 0.4:.2f} of the goal)")
+        print(f"streaming: {res.summary}  (goal: max gap <= 0.40 s; ratio {res.max_gap_s / 0.4:.2f} of the goal)"
+              f"   [{load()}]")
         hit = res.outages[res.outages["label"].str.endswith(f"->{victim_name}")]
         others = res.outages[~res.outages["label"].str.endswith(f"->{victim_name}")]
         start_err = max((abs(res.started + r.start_s - down) for r in hit.itertuples()), default=float("nan"))
@@ -185,7 +193,7 @@ def main() -> None:
     cfg = LabConfig()
     kube = Kube.from_kubeconfig(cfg.admin_kubeconfig)
     nodes = ready_nodes(list_nodes(kube))
-    print(f"lab: {len(nodes)} Ready nodes ({', '.join(nodes)})", flush=True)
+    print(f"lab: {len(nodes)} Ready nodes ({', '.join(nodes)}); {load()}", flush=True)
     bench_matrix(kube, nodes, [int(s) for s in args.sizes.split(",") if s])
     if not args.skip_suite:
         bench_suite(kube)

@@ -12,7 +12,7 @@ import pytest
 
 from cni_runbook.kube.apply import Applier
 from cni_runbook.kube.exec import exec_in_pod
-from cni_runbook.kube.wait import pods_running, rollout
+from cni_runbook.kube.wait import pods_running
 from cni_runbook.lab.hosts import nsenter_prefix
 from cni_runbook.lab.images import image_ref
 from cni_runbook.validation.probe import Probe, interpret, probe_argv, run_probes
@@ -132,27 +132,38 @@ def test_closed_port_and_dropped_destination_fail_within_the_timeout(lab, kube, 
     assert took < 10
 
 
-@pytest.mark.xfail(strict=False, reason="issue 13: one source pod's stream stalled and did not end after STOP "
-                   "in two runs on the loaded lab (before the STOP write moved to the reader thread)")
 def test_stream_around_a_cni_agent_restart_on_one_node(lab, kube, pods, tmp_path):
+    """The stall this test showed on the loaded lab (a source pod's stream went on after STOP)
+    was busybox ash's ``read -t`` dropping the ``S`` of ``STOP`` (tests/unit/test_validation_stream.py
+    reproduces it). Timing (gaps, window accuracy) is the benchmark's (benchmarks/validation_suite.py):
+    here the series must cover the whole operation on every pair and the stream must end when told."""
     ips = {ref: ip for ref, (ip, _) in pods.items()}
     probes = mesh(ips, HTTP, limit=20)
     agent = next(p for p in kube.core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-router").items
-                 if p.spec.node_name == RESTARTED)
-    with stream(kube, probes, interval_s=0.2, timeout_s=1.0, progress=print) as s:
+                 if p.spec.node_name == RESTARTED and not p.metadata.deletion_timestamp)
+    nodes = len(kube.core.list_node().items)
+    # 2 s probe timeout: on a machine this loaded a 1 s one also fails where the datapath is fine
+    with stream(kube, probes, interval_s=0.2, timeout_s=2.0, progress=print) as s:
         time.sleep(2)
         s.mark(f"delete {agent.metadata.name}")
         kube.core.delete_namespaced_pod(agent.metadata.name, "kube-system", grace_period_seconds=1)
-        rollout(kube, "DaemonSet", "kube-system", "kube-router", timeout=120)
+        # the replacement Ready (a rollout check right after the delete can still see the old status)
+        pods_running(kube, "kube-system", "k8s-app=kube-router", minimum=nodes, timeout=120)
         s.mark("agent Ready")
         time.sleep(3)
+        stopping = time.monotonic()
+    took_to_stop = time.monotonic() - stopping
     res = s.result()
     print(res.summary)
     print(res.outages.to_string())
     print(res.nodes.to_string())
-    assert not res.errors
+    assert not res.errors  # "stream did not end after STOP" was the stall
+    assert took_to_stop < 2.0 + 10  # in-flight probes end within their kill bound (2 s + margin)
     assert set(res.pairs["src_node"]) | set(res.pairs["dst_node"]) >= {RESTARTED}
-    assert res.max_gap_s <= 2 * 0.2 + 0.2, res.pairs.sort_values("max_gap_s").tail(3).to_string()
+    (deleted_at, _), (ready_at, _) = res.marks
+    for pair, rows in res.series.groupby("pair"):  # every pair probed before, during and after
+        assert rows["sent_s"].min() < deleted_at and rows["sent_s"].max() > ready_at, pair
+    assert res.series["pair"].nunique() == len(probes)
     touching = res.outages[(res.outages["src_node"] == RESTARTED) | (res.outages["dst_node"] == RESTARTED)]
     assert len(touching) == len(res.outages), res.outages.to_string()  # outages only where the agent restarted
     fig = res.figure(title=f"kube-router restart on {RESTARTED}")

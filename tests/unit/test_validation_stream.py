@@ -47,6 +47,14 @@ def test_a_late_answer_closes_the_window_at_its_answer_time():
     assert window.end == pytest.approx(smp[3].done)
 
 
+def test_a_window_ends_at_the_first_answer_even_when_an_earlier_sample_answers_later():
+    smp = _samples(0, [True, False, False, True, True, True, False, True])
+    smp[3].done = smp[3].sent + 0.9  # sent during the outage, through after a retransmit
+    first, second = outage_windows(smp, 0.2)
+    assert first.end == pytest.approx(smp[4].done)  # round 4 answered 0.7 s before round 3 did
+    assert second.end == pytest.approx(smp[7].done)  # the search stops at the next failure
+
+
 def test_undetermined_samples_neither_open_nor_close_windows():
     assert outage_windows(_samples(0, [True, None, None, True]), 0.2) == []
     (w,) = outage_windows(_samples(0, [False, None, False, True]), 0.2)

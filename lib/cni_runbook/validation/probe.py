@@ -10,7 +10,10 @@ probe as it finishes::
 
     @@P<TAB>index<TAB>exit code<TAB>attempts<TAB>start us<TAB>end us<TAB>output (one line)
 
-then ``@@E<TAB>batch``. Python parses those lines (:func:`parse_output`).
+then ``@@E<TAB>batch``. Python parses those lines (:func:`parse_output`). The batches
+reach the loop through a relay job (see :data:`SERVE_LOOP`: busybox ash's ``read`` loses
+a partly read line to a SIGCHLD). :meth:`ProberPool.commands` runs other in-pod commands
+(e.g. reading a pod's MTU) on the same probers.
 :class:`ProberPool` keeps the probers between runs (stage 04 probes dozens of matrices
 on the same pods: exec start-up is paid once per pod, not per matrix);
 :func:`run_probes` is one run with a pool of its own. Source pods are probed at once
@@ -763,6 +766,21 @@ class ProberPool:
                 error = "no result line for this probe"
         final = [results.get(i) or CommandResult(None, 0, None, "", error or "no result") for i in range(len(commands))]
         return BatchOutcome(pod, final, time.monotonic() - started, execs)
+
+    def commands(self, kube, batches: dict[str, list[Command]], *, concurrency: int = 32,
+                 container: str | None = None) -> dict[str, BatchOutcome]:
+        """Run arbitrary in-pod commands (single-word arguments; busybox applets by name) on
+        the same probers, e.g. reading a pod's MTU before its matrix: no exec of their own."""
+        self._reap()
+        outcomes: dict[str, BatchOutcome] = {}
+        if not batches:
+            return outcomes
+        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(batches)))) as pool:
+            futures = {pool.submit(self._batch, kube, pod, list(cmds), container, 0): pod
+                       for pod, cmds in batches.items()}
+            for future in as_completed(futures):
+                outcomes[futures[future]] = future.result()
+        return outcomes
 
     def __call__(self, kube, probes: list[Probe], *, timeout_s: float = 2.0, attempts: int = 1,
                  concurrency: int = 32, container: str | None = None,

@@ -27,8 +27,9 @@ Definitions (all times are the pods' clocks, as seconds since the stream started
 
 * a **sample** is one probe: ``sent`` (in-pod start), ``done`` (answer or give-up), ``ok``;
 * an **outage window** of a pair starts at the ``sent`` time of its first failed sample
-  after a good one and ends at the ``done`` time of the next good sample (the moment
-  traffic is seen flowing again); a window still failing when the stream stops is
+  after a good one and ends at the earliest ``done`` time of the good samples after it
+  (the moment traffic is seen flowing again; a sample sent during the outage may answer
+  late, after a retransmission, when later ones already did); a window still failing when the stream stops is
   ``open`` and ends one interval after its last sample. The resolution is the interval.
 * a **gap** is time without samples (``max_gap_s`` per pair): the measurement's own
   health; with a 200 ms interval it should stay under two intervals.
@@ -91,7 +92,7 @@ while [ -z "$stop" ]; do
   d=$((next - now)); f=$((d %% 1000000 + 1000000))
   busybox sleep "$((d / 1000000)).${f#1}"
 done
-kill "$reader" 2>/dev/null
+[ -n "$stop" ] || kill "$reader" 2>/dev/null
 wait
 echo @@DONE
 """
@@ -160,14 +161,25 @@ class Window:
 
 def outage_windows(samples: Sequence[Sample], interval_s: float) -> list[Window]:
     """Outage windows of ONE pair's samples (see the module docstring); undetermined samples
-    (``ok is None``: e.g. a missing tool) neither open nor close a window."""
+    (``ok is None``: e.g. a missing tool) neither open nor close a window.
+
+    A window ends at the earliest answer among the good samples that follow it: a sample
+    sent during the outage may get through late (a SYN retransmitted a second later) while
+    the next rounds' samples already answered."""
     out: list[Window] = []
     current: list[Sample] = []
-    for smp in sorted(samples, key=lambda s: (s.round, s.sent)):
+    ordered = sorted(samples, key=lambda s: (s.round, s.sent))
+    for index, smp in enumerate(ordered):
         if smp.ok is False:
             current.append(smp)
         elif smp.ok is True and current:
-            out.append(_window(current, smp.done, False))
+            end = smp.done
+            for later in ordered[index + 1:]:
+                if later.ok is False or later.sent > end:
+                    break
+                if later.ok is True:
+                    end = min(end, later.done)
+            out.append(_window(current, end, False))
             current = []
     if current:
         out.append(_window(current, current[-1].sent + interval_s, True))

@@ -25,7 +25,7 @@ import pandas as pd
 from ..cni.profiles import FACTS as PROFILE_FACTS
 from ..kube import Kube
 from .perf import PerfConfig, run_perf
-from .probe import Command, Probe, ProbeResult, run_batches, run_probes
+from .probe import Command, Probe, ProbeResult, ProberPool
 from .results import SuiteResult, frame_from_rows
 from .workloads import (
     ECHO_HTTP_PORT,
@@ -279,8 +279,10 @@ def mtu_tests(cfg: SuiteConfig, layout: Layout, topo: Topology) -> list[TestSpec
 # --------------------------------------------------------------------------- running
 
 
-def discover(kube: Kube, layout: Layout, deployed: Deployed, nodes: list[dict], cfg: SuiteConfig) -> Topology:
-    """Addresses, DNS servers and pod MTUs of the running cluster."""
+def discover(kube: Kube, layout: Layout, deployed: Deployed, nodes: list[dict], cfg: SuiteConfig,
+             pool: ProberPool | None = None) -> Topology:
+    """Addresses, DNS servers and pod MTUs of the running cluster (the MTUs read through
+    ``pool``'s probers, which the tests then reuse)."""
     names = layout.nodes
     node_ip = {}
     for node in nodes:
@@ -295,14 +297,52 @@ def discover(kube: Kube, layout: Layout, deployed: Deployed, nodes: list[dict], 
             topo.dns_servers[pod.metadata.name] = pod.status.pod_ip
     for svc in kube.core.list_namespaced_service("kube-system", label_selector="k8s-app=kube-dns").items:
         topo.dns_service_ip = svc.spec.cluster_ip
-    batches = {layout.ref(layout.client(n)): [Command(("cat", "/sys/class/net/eth0/mtu"), cfg.probe_timeout_s)]
-               for n in names}
-    for pod, outcome in run_batches(kube, batches, concurrency=cfg.concurrency).items():
+    batches = {layout.ref(layout.client(n)): [Command(("busybox", "cat", "/sys/class/net/eth0/mtu"),
+                                                      cfg.probe_timeout_s)] for n in names}
+    own = pool is None
+    pool = pool or ProberPool()
+    try:
+        outcomes = pool.commands(kube, batches, concurrency=cfg.concurrency)
+    finally:
+        if own:
+            pool.close()
+    for pod, outcome in outcomes.items():
         res = outcome.results[0]
         if res.returncode == 0 and res.output.strip().isdigit():
             node = next(n for n in names if layout.ref(layout.client(n)) == pod)
             topo.mtu[node] = int(res.output.strip())
     return topo
+
+
+#: how long the suite waits for the service proxy to forward the new Services' ClusterIPs
+SERVICE_WAIT_S = 10.0
+
+
+def wait_services(pool: ProberPool, kube: Kube, layout: Layout, topo: Topology, timeout: float = SERVICE_WAIT_S,
+                  progress: Progress | None = None) -> float:
+    """Wait (bounded) until every ClusterIP of the suite answers TCP from one client pod.
+
+    The service proxy programs a Service some time after its endpoints became ready (kube-proxy
+    batches its syncs: a second or more); probing before that fails on a silent drop, which
+    costs the whole probe timeout and a retry. Short probes until each answers, then the
+    tests; whatever still fails after ``timeout`` is for the tests to report. Returns the
+    seconds waited."""
+    started = time.monotonic()
+    if not topo.nodes or not topo.service_ip:
+        return 0.0
+    src = layout.ref(layout.client(topo.nodes[0]))
+    todo = {name: ip for name, ip in sorted(topo.service_ip.items())
+            if ip and ip != "None" and name != "echo-np"}
+    while todo:
+        results = pool(kube, [Probe(src, ip, SERVICE_PORT, name=name) for name, ip in todo.items()],
+                       timeout_s=1.0, attempts=1)
+        todo = {r.probe.name: r.probe.target for r in results if r.ok is not True}
+        if not todo or time.monotonic() - started > timeout:
+            break
+        if progress:
+            progress(f"waiting for the service proxy: {', '.join(sorted(todo))} not answering yet")
+        time.sleep(0.2)
+    return time.monotonic() - started
 
 
 def _check_agent(kube: Kube, agent: str, nodes: list[str]) -> dict[str, tuple[bool, str]]:
@@ -383,17 +423,21 @@ def _probe_row(spec: TestSpec, res: ProbeResult, ns: str) -> dict:
     return _row(spec, "failed", reason, res.latency_ms, res.attempts, ns)
 
 
-def _run_group(kube: Kube, cfg: SuiteConfig, group: list, attempts: int, rows: dict, ns: str,
+def _run_group(pool: ProberPool, kube: Kube, cfg: SuiteConfig, group: list, attempts: int, rows: dict, ns: str,
                progress: Progress | None) -> None:
-    results = run_probes(kube, [p for _, p in group], timeout_s=cfg.probe_timeout_s, attempts=attempts,
-                         concurrency=cfg.concurrency, progress=progress)
+    results = pool(kube, [p for _, p in group], timeout_s=cfg.probe_timeout_s, attempts=attempts,
+                   concurrency=cfg.concurrency, progress=progress)
     for (spec, _), res in zip(group, results):
         rows[spec.id] = _probe_row(spec, res, ns)
 
 
 def run_tests(kube: Kube, cfg: SuiteConfig, layout: Layout, topo: Topology, nodes: list[dict],
-              progress: Progress | None = None) -> list[dict]:
-    """Run the selected tests; rows in plan order."""
+              progress: Progress | None = None, pool: ProberPool | None = None) -> list[dict]:
+    """Run the selected tests; rows in plan order. Every probe of every protocol goes through
+    one prober per source pod (``pool``'s, or a pool of this call's own)."""
+    if pool is None:
+        with ProberPool() as own:
+            return run_tests(kube, cfg, layout, topo, nodes, progress, own)
     specs = [s for s in plan_tests(cfg, layout, topo) if cfg.selected(s.id)]
     rows: dict[str, dict] = {}
     probes: list[tuple[TestSpec, Probe]] = [(s, s.probe) for s in specs if s.probe and not s.skip]
@@ -412,9 +456,9 @@ def run_tests(kube: Kube, cfg: SuiteConfig, layout: Layout, topo: Topology, node
             for s, p in group:
                 by_attempts.setdefault(s.attempts or cfg.attempts, []).append((s, p))
             for n, sub in by_attempts.items():
-                _run_group(kube, cfg, sub, n, rows, layout.namespace, progress)
+                _run_group(pool, kube, cfg, sub, n, rows, layout.namespace, progress)
             continue
-        _run_group(kube, cfg, group, attempts, rows, layout.namespace, progress)
+        _run_group(pool, kube, cfg, group, attempts, rows, layout.namespace, progress)
     agent_specs = [s for s in specs if s.family == "health" and s.id.startswith("health/cni-agent/") and not s.skip]
     if agent_specs and cfg.cni_agent:
         status = _check_agent(kube, cfg.cni_agent, [s.src_node for s in agent_specs])
@@ -460,8 +504,12 @@ def run_suite(kube: Kube, cfg: SuiteConfig, progress: Progress | None = None, re
         deployed = deploy(kube, layout, record=record, timeout=cfg.pod_ready_s, progress=say)
         timings["deploy_s"] = time.monotonic() - t0
         t0 = time.monotonic()
-        topo = discover(kube, layout, deployed, nodes, cfg)
-        rows = run_tests(kube, cfg, layout, topo, nodes, progress=say)
+        with ProberPool() as pool:  # one prober per source pod for discovery and every test
+            topo = discover(kube, layout, deployed, nodes, cfg, pool)
+            if any(cfg.selected(s.id) for s in plan_tests(cfg, layout, topo) if s.family == "pod-to-service"):
+                timings["services_s"] = wait_services(pool, kube, layout, topo, progress=say)
+                t0 += timings["services_s"]
+            rows = run_tests(kube, cfg, layout, topo, nodes, progress=say, pool=pool)
         timings["tests_s"] = time.monotonic() - t0
         if cfg.perf and any(cfg.selected(i) for i in ("perf/throughput/inter-node", "perf/latency/inter-node",
                                                       "perf/throughput/same-node", "perf/throughput/host-baseline",
@@ -515,4 +563,4 @@ def pods_frame(layout: Layout) -> pd.DataFrame:
 
 
 __all__ = ["SuiteConfig", "TestSpec", "Topology", "FAMILIES", "CNI_AGENTS", "plan_tests", "run_tests", "run_suite",
-           "discover", "plan_frame", "pods_frame"]
+           "discover", "wait_services", "plan_frame", "pods_frame"]
