@@ -1,6 +1,7 @@
 """The main job (`make run`: every stage with params/lab.yaml against the lab) as a CI reader and
-a change board meet it: every stage passes, the console is short and ends with the recap, and
-report.html embeds every figure with no text stand-ins (``<Figure size``, Styler reprs, ``nan``)."""
+a change board meet it, twice in a row on one lab (the second run finds the first one's lab up,
+with its CNI): every stage passes, the console is short and ends with the recap, and report.html
+embeds every figure with no text stand-ins (``<Figure size``, Styler reprs, ``nan``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import pytest
 
 from cni_runbook import cli
+from cni_runbook.lab import cluster
 from cni_runbook.params import LAB_FILE
 
 pytestmark = pytest.mark.lab
@@ -20,7 +22,10 @@ def private_state(tmp_path, monkeypatch):
     monkeypatch.setenv("CNI_RUNBOOK_PRIVATE_HOME", str(tmp_path / "private"))
 
 
-def test_the_main_job_passes_with_a_short_console_and_a_readable_report(lab, kit, tmp_path, capsys):
+@pytest.mark.parametrize("run", ["first", "second"])
+def test_the_main_job_passes_with_a_short_console_and_a_readable_report(run, lab, kit, tmp_path, capsys):
+    if run == "second":  # `make run` again: stage 00 rebuilds the lab the first run left up
+        assert cluster.phase(lab.cfg) == "cluster", "the first run did not leave its lab up"
     rc = cli.main(["--outputs", str(tmp_path / "out"), "run", "--params", str(LAB_FILE)])
     console = capsys.readouterr().err
     lab.has_cni = True  # the run leaves the lab up with its CNI (stage 02 installed it)

@@ -198,6 +198,7 @@ class CniInstallStage(Stage):
         target = targets.resolve(ctx.params, ctx.get)
         kube = Kube.from_kubeconfig(target.kubeconfig, target.context)
         result = InstallResult(dry_run=cni.server_dry_run)
+        compatible = None
         try:
             compatible = compatibility_step(cni, kube.version(), kube_from="the live API server")
             result.steps.append(compatible)
@@ -220,6 +221,8 @@ class CniInstallStage(Stage):
             result.error = str(exc)
         finally:
             kube.close()
+        if compatible is not None and compatible not in result.steps:  # the route's result replaced ours
+            result.steps.insert(0, compatible)
         return result
 
     def _kubespray_route(self, ctx: Any, kube: Any, objects: list) -> InstallResult:

@@ -96,9 +96,11 @@ class PolicyQosStage(Stage):
                 "object", "sets"))
         for item in self.planned_sets:
             groups = len(item.impact.grouped())
-            plan.views.append(View(f"{item.policy_set.name}: predicted impact, {item.impact.summary}"
-                                   + (f" (first {PLAN_IMPACT_ROWS} of {groups} groups)" if groups > PLAN_IMPACT_ROWS else ""),
-                                   impact.plan_frame(item.impact, limit=PLAN_IMPACT_ROWS), section="sets"))
+            caption = f"{item.policy_set.name}: predicted impact, {item.impact.summary}"
+            plan.views.append(View(caption + (f" (first {PLAN_IMPACT_ROWS} of {groups} groups)"
+                                              if groups > PLAN_IMPACT_ROWS else ""),
+                                   impact.plan_frame(item.impact, limit=PLAN_IMPACT_ROWS), section="sets",
+                                   brief=caption))  # the log: one line per set; the groups in the notebook
         predicted = [{"set": item.policy_set.name, **row} for item in self.planned_sets
                      for row in item.impact.grouped().to_dict("records")]
         ctx.write_artifact("predicted-impact.csv", pd.DataFrame(predicted, columns=["set", *impact.GROUPED_COLUMNS]))
@@ -220,8 +222,10 @@ class PolicyQosStage(Stage):
             views.append(View("enforcement", display.plot_enforcement(results.summary_frame(run.results)), "object",
                               "policy"))
         for c in self.impact_checks:
-            views.append(View(f"impact {c.name}: {c.check()['message']}", c.frame() if c.compared else [],
-                              section="policy"))
+            check = c.check()
+            caption = f"impact {c.name}: {check['message']}"
+            views.append(View(caption, c.frame() if c.compared else [], section="policy",
+                              brief=caption if check["status"] != "failed" else None))  # the table when they disagree
         if run is not None and run.results:
             views.append(View("share", display.heatmap(results.correct_share(run.results),
                                                        caption="share of pairs as expected (1.0 = all)"),
