@@ -204,9 +204,9 @@ def deploy(
     existing = {n.metadata.name for n in kube.core.list_namespace().items}
     # A namespace that exists already keeps its own labels: apply only the pods into it.
     objects = [o for o in objects if not (o["kind"] == "Namespace" and o["metadata"]["name"] in existing)]
-    applied = Applier(kube, progress=say).apply(objects, record=record)
     keys = {f"{p.namespace}/{p.name}" for p in layout.pods}
     try:
+        applied = Applier(kube, progress=say).apply(objects, record=record)
         for namespace in layout.namespaces:
             watch_until(
                 kube.core.list_namespaced_pod,
@@ -216,8 +216,9 @@ def deploy(
                 say,
                 namespace=namespace,
             )
-    except Exception:
-        say("layout pods did not become ready: removing what was created")
+    except BaseException as exc:  # an interrupt (SIGTERM/SIGINT in the kernel) too: nothing is left behind
+        say(f"layout not deployed ({'interrupted' if isinstance(exc, KeyboardInterrupt) else 'pods did not become ready'}): "
+            "removing what was created")
         rollback(kube, record, progress=say)
         raise
     cluster, where = observed_cluster(kube, layout)
