@@ -18,6 +18,13 @@ from cni_runbook import stages
 from cni_runbook.params import PROJECT_ROOT
 from cni_runbook.state import open_stage
 
+
+@pytest.fixture(autouse=True)
+def no_running_lab(monkeypatch):
+    """Plan the examples against a lab instance no test starts (9): stage 05's plan reads a running
+    cluster when it can, and the lab tests of the same session leave instance 0 up with kube-router."""
+    monkeypatch.setenv("CNI_RUNBOOK_LAB_INDEX", "9")
+
 EXAMPLES = PROJECT_ROOT / "params" / "examples"
 DOUBLE = PROJECT_ROOT / "tests" / "doubles" / "kubespray"
 ANTREA = PROJECT_ROOT.parent / "shared" / "fixtures" / "antrea" / "antrea-v2.7.0-dev-manifest.yml"
