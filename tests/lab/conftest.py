@@ -82,8 +82,9 @@ def lab_cluster(lab):
 
 
 @pytest.fixture(scope="module")
-def cni_kube(lab):
-    """A client of the lab with its CNI installed and the network working, for this module."""
+def kube(lab):
+    """A client of the lab with its CNI installed and the network working, for this module (a module
+    that needs another state of the lab defines its own ``kube``)."""
     lab.with_cni()
     k = lab.kube()
     yield k
@@ -98,7 +99,7 @@ TCP_LAYOUT = {"ports": [80, 81], "protocols": ["TCP"],
 
 
 @pytest.fixture(scope="module")
-def policy_layout(cni_kube, tmp_path_factory):
+def policy_layout(kube, tmp_path_factory):
     """Stage 04's layout deployed on the lab and its baseline probed: (layout, deployment,
     verifier, baseline); removed after the module."""
     from cni_runbook.params.schema import Params
@@ -109,11 +110,11 @@ def policy_layout(cni_kube, tmp_path_factory):
     layout = sets.layout_for(params.policy)
     record = tmp_path_factory.mktemp("policy-layout")
     image = workloads.probe_image(params, lab_target.target(require_up=False))
-    deployment = workloads.deploy(cni_kube, layout, image, record / "workloads.jsonl", progress=_say)
+    deployment = workloads.deploy(kube, layout, image, record / "workloads.jsonl", progress=_say)
     try:
-        verifier = verify.Verifier(cni_kube, deployment, record, enforcement_timeout_s=45, progress=_say)
+        verifier = verify.Verifier(kube, deployment, record, enforcement_timeout_s=45, progress=_say)
         baseline = verifier.baseline()
         _say(f"baseline: {baseline.summary}")
         yield layout, deployment, verifier, baseline
     finally:
-        workloads.remove(cni_kube, deployment, progress=_say)
+        workloads.remove(kube, deployment, progress=_say)

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from cni_runbook.cli import main
-from cni_runbook.policy import equivalence, impact, scenarios, sets, verify
+from cni_runbook.policy import equivalence, impact, scenarios, sets
 from cni_runbook.policy.convert import EXACT, convert
 
 pytestmark = pytest.mark.lab
@@ -35,7 +35,7 @@ def _say(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
-def test_stage04_plan_predicts_the_deny_all_cuts_and_the_apply_observes_them(cni_kube, tmp_path):
+def test_stage04_plan_predicts_the_deny_all_cuts_and_the_apply_observes_them(kube, tmp_path):
     """Stage 04 itself: its plan shows the connections the default-deny-ingress set would cut,
     its apply compares what the verification observed with that prediction."""
     import json

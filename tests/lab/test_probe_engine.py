@@ -28,13 +28,6 @@ HTTP, UDP, SCTP, CLOSED = 8080, 8081, 8082, 8089
 RESTARTED = "lab-w1"
 
 
-@pytest.fixture(scope="module")
-def kube(lab):
-    lab.with_cni()
-    k = lab.kube()
-    yield k
-    k.close()
-
 
 @pytest.fixture(scope="module")
 def pods(kube):

@@ -15,7 +15,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 
 def _apiserver_pid(cfg) -> int:
@@ -34,13 +33,6 @@ def _wait_api(kube, timeout: float = 90) -> None:
             time.sleep(1)
     raise AssertionError("the lab API server did not come back")
 
-
-@pytest.fixture(scope="module")
-def kube(lab):
-    lab.with_cni()
-    client = lab.kube()
-    yield client
-    client.close()
 
 
 def test_a_frozen_api_server_fails_the_step_within_its_timeout(lab, kube):

@@ -23,7 +23,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from cni_runbook import audit
 from cni_runbook.kube import lock as runlock
@@ -32,13 +31,6 @@ from cni_runbook.params import LAB_FILE
 ROOT = Path(__file__).resolve().parents[2]
 LAYOUT_NAMESPACES = ("x", "y", "z")  # stage 04's default truth-table layout
 
-
-@pytest.fixture(scope="module")
-def kube(lab):
-    lab.with_cni()
-    client = lab.kube()
-    yield client
-    client.close()
 
 
 def _cli(outputs: Path, *args: str, env: dict | None = None) -> subprocess.Popen:

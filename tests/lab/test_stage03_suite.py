@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import time
 
-import pytest
 
 from cni_runbook.kube.wait import rollout
 from cni_runbook.lab.images import image_ref
@@ -23,13 +22,6 @@ def _cfg(**kw) -> SuiteConfig:
     base.update(kw)
     return SuiteConfig(**base)
 
-
-@pytest.fixture(scope="module")
-def kube(lab):
-    lab.with_cni()
-    client = lab.kube()
-    yield client
-    client.close()
 
 
 def test_full_suite_passes(kube):

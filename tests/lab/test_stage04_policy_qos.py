@@ -28,13 +28,6 @@ def _say(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
-@pytest.fixture(scope="module")
-def kube(lab):
-    lab.with_cni()
-    k = lab.kube()
-    yield k
-    k.close()
-
 
 @pytest.fixture(scope="module")
 def params() -> Params:
