@@ -98,6 +98,13 @@ TCP_LAYOUT = {"ports": [80, 81], "protocols": ["TCP"],
               "namespaces": {ns: {"labels": {"ns": ns}, "pods": ["a", "b", "c"]} for ns in ("x", "y", "z")}}
 
 
+@pytest.fixture
+def tcp_layout():
+    """TCP_LAYOUT for a test module (``from conftest import`` would find whichever conftest
+    module pytest imported first: tests/unit/conftest.py in a full run)."""
+    return TCP_LAYOUT
+
+
 @pytest.fixture(scope="module")
 def policy_layout(kube, tmp_path_factory):
     """Stage 04's layout deployed on the lab and its baseline probed: (layout, deployment,

@@ -35,17 +35,16 @@ def _say(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
-def test_stage04_plan_predicts_the_deny_all_cuts_and_the_apply_observes_them(kube, tmp_path):
+def test_stage04_plan_predicts_the_deny_all_cuts_and_the_apply_observes_them(kube, tcp_layout, tmp_path):
     """Stage 04 itself: its plan shows the connections the default-deny-ingress set would cut,
     its apply compares what the verification observed with that prediction."""
     import json
 
     from cni_runbook.stages.policy_qos import PolicyQosStage
     from cni_runbook.state import open_stage
-    from conftest import TCP_LAYOUT
 
     overrides = ["policy.scenarios=[default-deny-ingress]", "policy.enforcement_timeout_s=45", "qos.enabled=false",
-                 f"policy.layout={json.dumps(TCP_LAYOUT)}"]
+                 f"policy.layout={json.dumps(tcp_layout)}"]
     stage = PolicyQosStage(open_stage("04_policy_qos", [str(LAB)], overrides, tmp_path / "run", False))
     plan = stage.run_plan()
     assert plan.blocking == [], plan.blocking
