@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .manifests import Manifest, ManifestObject, RenderedManifest, ordered_objects
-from .result import DRY_RUN_RECORD_NAME, RECORD_NAME, InstallError, InstallResult, Progress, Step, Timeouts, _say, timed_step
+from .result import DRY_RUN_RECORD_NAME, RECORD_NAME, InstallError, InstallResult, Progress, Step, Timeouts, _say, roll_back_created, timed_step
 from .waits import WORKLOAD_KINDS, _rollout, _where, apiservices_available, health_table, unhealthy_pods, verify_installation
 
 #: The phases applied before the rollout wait, between it and the APIServices, and last.
@@ -143,16 +143,7 @@ def install(
         except Exception:  # noqa: BLE001 - the health table is a best-effort diagnostic here
             pass
         if rollback_on_failure:
-            from ..kube.apply import rollback
-
-            try:
-                result.rolled_back = rollback(kube, result.record, timeout=timeouts.rollback_s, progress=say)
-            except Exception as failed:  # noqa: BLE001 - report both failures, never hide the first
-                message += (f"\nROLLBACK FAILED: {failed}\nobjects of this run may be left on the cluster; "
-                            f"{result.record} lists what it created (`cni-runbook rollback` retries)")
-            else:
-                message += (f"\nrolled back the {len(result.rolled_back)} object(s) this run created "
-                            f"(record: {result.record}); nothing is left half-applied")
+            message += roll_back_created(kube, result, timeouts.rollback_s, say)
         else:
             message += f"\nnothing was rolled back (rollback_on_failure=False); `rollback` with {result.record} removes it"
         raise InstallError(message, result) from exc

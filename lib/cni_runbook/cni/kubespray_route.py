@@ -25,7 +25,7 @@ from typing import Any
 
 from .custom_cni import chart_vars, group_vars_yaml, manifest_vars, write_manifest
 from .errors import CniError
-from .result import RECORD_NAME, InstallError, InstallResult, Progress, Step, Timeouts
+from .result import RECORD_NAME, InstallError, InstallResult, Progress, Step, Timeouts, roll_back_created
 from .waits import verify_installation
 from .manifests import Manifest, ManifestObject
 
@@ -164,7 +164,6 @@ def install_via_kubespray(
     :class:`~cni_runbook.cni.result.InstallError` after rolling back what the run created
     (when ``rollback_on_failure``).
     """
-    from ..kube.apply import rollback
 
     say = progress or (lambda _m: None)
     record_dir = Path(record_dir)
@@ -194,14 +193,7 @@ def install_via_kubespray(
             result.applied = record_changes(kube, objects, before, result.record)
         message = f"CNI install through Kubespray custom_cni failed: {exc}"
         if rollback_on_failure:
-            try:
-                result.rolled_back = rollback(kube, result.record, timeout=timeouts.rollback_s, progress=say)
-            except Exception as failed:  # noqa: BLE001 - report both failures, never hide the first
-                message += (f"\nROLLBACK FAILED: {failed}\nobjects of this run may be left on the cluster; "
-                            f"{result.record} lists what it created (`cni-runbook rollback` retries)")
-            else:
-                message += (f"\nrolled back the {len(result.rolled_back)} object(s) this run created; "
-                            "nothing is left half-applied")
+            message += roll_back_created(kube, result, timeouts.rollback_s, say)
         raise InstallError(message, result) from exc
     return run, result
 

@@ -123,3 +123,18 @@ def timed_step(result: InstallResult, name: str, func: Callable[[], str]) -> str
         raise
     result.steps.append(Step(name, "passed", detail, time.monotonic() - start))
     return detail
+
+
+def roll_back_created(kube: Any, result: InstallResult, timeout: float, progress: Progress) -> str:
+    """After a failed install, remove what this run created (``result.record``); the sentence to
+    add to the failure message, which says whether anything may be left behind (a failed rollback
+    is reported beside the first failure, never instead of it)."""
+    from ..kube.apply import rollback
+
+    try:
+        result.rolled_back = rollback(kube, result.record, timeout=timeout, progress=progress)
+    except Exception as failed:  # noqa: BLE001 - report both failures, never hide the first
+        return (f"\nROLLBACK FAILED: {failed}\nobjects of this run may be left on the cluster; "
+                f"{result.record} lists what it created (`cni-runbook rollback` retries)")
+    return (f"\nrolled back the {len(result.rolled_back)} object(s) this run created "
+            f"(record: {result.record}); nothing is left half-applied")
