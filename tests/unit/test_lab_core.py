@@ -169,3 +169,19 @@ def test_lab_errors_reach_the_operator_without_a_traceback(monkeypatch, capsys, 
     assert cli.main(["lab", "up"]) == 1
     err = capsys.readouterr().err
     assert "run it as root" in err and "Traceback" not in err
+
+
+def test_heartbeat_speaks_while_the_block_runs_and_stops_after_it():
+    """A long compile prints nothing of its own: the heartbeat says it is still going, and goes
+    quiet once the block ends."""
+    import time
+
+    from cni_runbook.lab.sysutil import heartbeat
+
+    said: list[str] = []
+    with heartbeat(said.append, "compiling", every=0.05):
+        time.sleep(0.3)
+    count = len(said)
+    time.sleep(0.2)
+    assert count >= 2 and len(said) == count
+    assert said[0] == "still compiling (0 min so far)"

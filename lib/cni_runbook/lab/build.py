@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import K8S_VERSION, build_dir
-from .sysutil import LabError
+from .sysutil import LabError, heartbeat
 
 GOBUILD = Path(__file__).parent / "gobuild"
 #: binary name -> Go main package
@@ -71,11 +71,12 @@ def build(progress: Callable[[str], None] = print, force: bool = False) -> Path:
     proc = subprocess.Popen(cmd, cwd=GOBUILD, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line.rstrip())
-        if line.startswith("go: downloading"):
-            progress(f"[build] {line.strip()}")
-    rc = proc.wait()
+    with heartbeat(lambda m: progress(f"[build] {m}"), "compiling the Kubernetes binaries"):
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            if line.startswith("go: downloading"):
+                progress(f"[build] {line.strip()}")
+        rc = proc.wait()
     if rc != 0:
         tail = "\n".join(lines[-30:])
         raise LabError(f"go build failed (exit {rc}) in {GOBUILD}:\n{tail}")

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import K8S_VERSION, REGISTRY_NAME, cache_dir
+from .sysutil import heartbeat
 
 __all__ = [
     "CNI_PLUGINS",
@@ -579,15 +580,16 @@ def _go_env(cgo: bool = False) -> dict[str, str]:
 
 
 def _run_go(argv: list[str], cwd: Path, log: Path, what: str, extra_env: Mapping[str, str] | None = None,
-            cgo: bool = False) -> None:
+            cgo: bool = False, progress: Progress = print) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         out.write("$ " + " ".join(argv) + "\n")
         out.flush()
         try:
-            proc = subprocess.run(
-                argv, cwd=cwd, env={**_go_env(cgo), **(extra_env or {})}, stdout=out, stderr=subprocess.STDOUT
-            )
+            with heartbeat(lambda m: progress(f"[images] {m}"), what):
+                proc = subprocess.run(
+                    argv, cwd=cwd, env={**_go_env(cgo), **(extra_env or {})}, stdout=out, stderr=subprocess.STDOUT
+                )
         except FileNotFoundError:
             raise ImageBuildError(f"{what}: the go command is not on PATH (install Go 1.22 or newer)") from None
     if proc.returncode != 0:
@@ -657,12 +659,12 @@ def go_binaries(
                 argv = ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(partial / "bin") + "/",
                         *packages.values()]
                 what = f"go build {' '.join(packages.values())} ({module} {version}, replaced: {', '.join(sorted(replace))})"
-                _run_go(argv, Path(workdir), log, what, {"GOFLAGS": "-mod=mod -buildvcs=false"}, cgo=cgo)
+                _run_go(argv, Path(workdir), log, what, {"GOFLAGS": "-mod=mod -buildvcs=false"}, cgo=cgo, progress=progress)
             else:
                 argv = ["go", "install", "-trimpath", "-ldflags", ldflags,
                         *(f"{pkg}@{version}" for pkg in packages.values())]
                 what = f"go install {' '.join(packages.values())}@{version}"
-                _run_go(argv, Path(workdir), log, what, {"GOBIN": str(partial / "bin")}, cgo=cgo)
+                _run_go(argv, Path(workdir), log, what, {"GOBIN": str(partial / "bin")}, cgo=cgo, progress=progress)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -691,7 +693,7 @@ def pause_binary(progress: Progress = print, source: Path = _PAUSE_SOURCE) -> Pa
     (partial / "bin").mkdir(parents=True)
     argv = ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(partial / "bin" / "pause"), "."]
     try:
-        _run_go(argv, source, build_cache_dir() / "pause.log", "go build of the pause program")
+        _run_go(argv, source, build_cache_dir() / "pause.log", "go build of the pause program", progress=progress)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

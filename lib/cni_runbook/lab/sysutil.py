@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 
 from ..errors import OperatorError
 
@@ -54,3 +57,23 @@ def quiet(args: Sequence[str]) -> bool:
         return subprocess.run(list(args), capture_output=True, timeout=30).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+@contextlib.contextmanager
+def heartbeat(progress: Callable[[str], None], what: str, every: float = 60.0) -> Iterator[None]:
+    """Say "still <what> (N min so far)" every ``every`` seconds while the block runs: a long
+    compile prints nothing of its own, and a CI log that is silent for ten minutes reads as hung."""
+    started = time.monotonic()
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every):
+            progress(f"still {what} ({(time.monotonic() - started) / 60:.0f} min so far)")
+
+    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=1)
