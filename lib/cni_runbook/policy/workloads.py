@@ -163,7 +163,7 @@ class Deployment:
         return [a.name for a in self.applied if a.kind == "Namespace" and a.action == "created"]
 
 
-def _pods_ready(keys: set[str]) -> Callable[[list[dict]], tuple[bool, str]]:
+def _pods_ready(keys: set[str], where: str = "") -> Callable[[list[dict]], tuple[bool, str]]:
     def predicate(items: list[dict]) -> tuple[bool, str]:
         ready, problems = 0, []
         for pod in items:
@@ -181,7 +181,7 @@ def _pods_ready(keys: set[str]) -> Callable[[list[dict]], tuple[bool, str]]:
                 ]
                 reason = next((w for w in waiting if w), status.get("phase", "Pending"))
                 problems.append(f"{key}: {reason}")
-        text = f"layout pods Running+Ready: {ready}/{len(keys)}"
+        text = f"layout pods{where} Running+Ready: {ready}/{len(keys)}"
         return ready == len(keys), text + (f" (waiting: {', '.join(sorted(problems)[:4])})" if problems else "")
 
     return predicate
@@ -210,7 +210,7 @@ def deploy(
         for namespace in layout.namespaces:
             watch_until(
                 kube.core.list_namespaced_pod,
-                _pods_ready({k for k in keys if k.startswith(f"{namespace}/")}),
+                _pods_ready({k for k in keys if k.startswith(f"{namespace}/")}, f" in {namespace}"),
                 timeout,
                 f"the layout pods in {namespace} to serve",
                 say,
