@@ -580,13 +580,13 @@ def _go_env(cgo: bool = False) -> dict[str, str]:
 
 
 def _run_go(argv: list[str], cwd: Path, log: Path, what: str, extra_env: Mapping[str, str] | None = None,
-            cgo: bool = False, progress: Progress = print) -> None:
+            cgo: bool = False, progress: Progress = print, doing: str | None = None) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         out.write("$ " + " ".join(argv) + "\n")
         out.flush()
         try:
-            with heartbeat(lambda m: progress(f"[images] {m}"), what):
+            with heartbeat(lambda m: progress(f"[images] {m}"), doing or what):
                 proc = subprocess.run(
                     argv, cwd=cwd, env={**_go_env(cgo), **(extra_env or {})}, stdout=out, stderr=subprocess.STDOUT
                 )
@@ -659,12 +659,14 @@ def go_binaries(
                 argv = ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(partial / "bin") + "/",
                         *packages.values()]
                 what = f"go build {' '.join(packages.values())} ({module} {version}, replaced: {', '.join(sorted(replace))})"
-                _run_go(argv, Path(workdir), log, what, {"GOFLAGS": "-mod=mod -buildvcs=false"}, cgo=cgo, progress=progress)
+                _run_go(argv, Path(workdir), log, what, {"GOFLAGS": "-mod=mod -buildvcs=false"}, cgo=cgo, progress=progress,
+                        doing=f"building {name} {version}")
             else:
                 argv = ["go", "install", "-trimpath", "-ldflags", ldflags,
                         *(f"{pkg}@{version}" for pkg in packages.values())]
                 what = f"go install {' '.join(packages.values())}@{version}"
-                _run_go(argv, Path(workdir), log, what, {"GOBIN": str(partial / "bin")}, cgo=cgo, progress=progress)
+                _run_go(argv, Path(workdir), log, what, {"GOBIN": str(partial / "bin")}, cgo=cgo, progress=progress,
+                        doing=f"building {name} {version}")
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
