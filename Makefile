@@ -44,7 +44,7 @@ $(KERNEL): $(VENV)/.installed
 
 kernel: $(KERNEL)
 
-# Kubernetes binaries and lab images (cached under ~/.cache/cni-runbook; first time ~10-15 min).
+# Kubernetes binaries and lab images (cached under ~/.cache/cni-runbook; first time ~10 min on 2 idle cores).
 lab-build: system venv
 	$(VENV)/bin/cni-runbook lab build
 

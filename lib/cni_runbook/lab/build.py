@@ -64,7 +64,7 @@ def build(progress: Callable[[str], None] = print, force: bool = False) -> Path:
     staging = out.parent / "staging"
     staging.mkdir(exist_ok=True)
     progress(f"[build] building {', '.join(missing)} for Kubernetes {K8S_VERSION} "
-             "(first time on a machine: about 10-25 minutes on 2 cores; cached afterwards)")
+             "(first time on a machine: about 5 minutes on 2 idle cores, much longer on a busy machine; cached afterwards)")
     cmd = ["go", "build", "-trimpath", "-ldflags", _ldflags(), "-o", str(staging) + "/", *(PACKAGES[n] for n in missing)]
     env = {**os.environ, "GOFLAGS": "-mod=mod -buildvcs=false"}
     started = time.monotonic()
