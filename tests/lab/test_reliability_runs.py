@@ -128,7 +128,9 @@ def test_sigkill_mid_stage_04_is_listed_abandoned_and_resume_removes_its_leftove
     print(f"resumed stage 04: {summary}")
     assert "leftover(s) of an earlier, interrupted run first" in summary and "Namespace x" in summary, summary
     assert audit.verify(run_dir) == []
-    assert not any(kube.get("v1", "Namespace", n) for n in LAYOUT_NAMESPACES)
+    # gone or terminating (Kubernetes removes a namespace 5 s after its deletion)
+    assert not [n for n in LAYOUT_NAMESPACES if (ns := kube.get("v1", "Namespace", n))
+                and not ns["metadata"].get("deletionTimestamp")]
 
 
 CANARIES = {"AWS_SECRET_ACCESS_KEY": "canary-env-aws-0xDEADBEEF-31337",  # unrelated, only in the environment

@@ -34,7 +34,11 @@ def test_full_suite_passes(kube):
     assert failed.empty, failed[["test", "reason"]].to_string()
     assert result.counts["passed"] >= 80
     assert set(df.loc[df["result"] == "skipped", "family"]) <= {"pod-to-external"}
-    assert "deleted" in result.cleanup
+    assert "pods are deleted" in result.cleanup, result.cleanup
+    # nothing of the suite runs any more: no pod left, the namespace gone or terminating
+    assert kube.core.list_namespaced_pod(result.layout.namespace).items == []
+    ns = kube.get("v1", "Namespace", result.layout.namespace)
+    assert ns is None or ns["metadata"].get("deletionTimestamp"), ns
     assert elapsed < 120  # the 60 s target is measured by benchmarks/validation_suite.py
 
 

@@ -98,6 +98,27 @@ def test_enforcement_latency_is_measured(tmp_path: Path) -> None:
     assert result.converged_s >= result.latency_s
 
 
+def test_the_round_that_shows_enforcement_is_the_first_full_pass(tmp_path: Path) -> None:
+    """A blocked probe costs its whole timeout: the verification does not probe every cell once
+    more after the round that showed the policy enforced (that round probed them all)."""
+    cni = FakeCni()  # enforced at once: one enforcement round
+    v = verifier(cni, tmp_path)
+    (deny,) = sets.select_scenarios(["default-deny-ingress"], CLUSTER, LAYOUT)
+    result = v.verify(deny)
+    assert result.ok and result.latency_s is not None
+    changed = 48  # x's 3 pods from the 8 others, per port: the restore round probes these
+    assert cni.probes == result.probes_run == 144 + changed  # 81 cells minus 9 self pairs, 2 ports
+
+
+def test_a_cell_wrong_in_the_enforcement_round_is_probed_again(tmp_path: Path) -> None:
+    cni = FakeCni(delay=0.3)
+    v = verifier(cni, tmp_path)
+    (deny,) = sets.select_scenarios(["default-deny-ingress"], CLUSTER, LAYOUT)
+    result = v.verify(deny)
+    assert result.ok and result.latency_s >= 0.3
+    assert result.probes_run > 144 + 48  # rounds before the policy took effect probed the whole matrices
+
+
 def test_policy_never_enforced_fails_with_a_message(tmp_path: Path) -> None:
     cni = FakeCni(delay=30)
     v = verifier(cni, tmp_path, enforcement_timeout_s=0.5, restore_timeout_s=0.5)

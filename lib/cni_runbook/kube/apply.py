@@ -183,8 +183,14 @@ def read_record(record: Path) -> list[Applied]:
     return [Applied(**json.loads(line)) for line in record.read_text().splitlines() if line.strip()]
 
 
-def rollback(kube: Kube, record: Path, timeout: float = 120, progress: Progress | None = None) -> list[Applied]:
-    """Delete, newest first, every object the recorded run *created*; wait until gone."""
+def rollback(kube: Kube, record: Path, timeout: float = 120, progress: Progress | None = None,
+             namespaces_gone: bool = True, pod_grace_s: int | None = None) -> list[Applied]:
+    """Delete, newest first, every object the recorded run *created*; wait until gone.
+
+    ``namespaces_gone=False``: a deleted Namespace only has to be terminating (Kubernetes starts
+    removing a namespace 5 s after its deletion, however empty it is); every other object is
+    still awaited until gone. Whoever creates the namespace again waits for it first.
+    ``pod_grace_s``: the grace period of the Pods deleted (test pods: 0, gone at once)."""
     progress = progress or (lambda _m: None)
     removed = []
     history = read_record(record)
@@ -194,15 +200,19 @@ def rollback(kube: Kube, record: Path, timeout: float = 120, progress: Progress 
     for number, item in enumerate(doomed, 1):
         try:
             res = kube.resource(item.api_version, item.kind)
+            grace = {"grace_period_seconds": pod_grace_s} if item.kind == "Pod" and pod_grace_s is not None else {}
             kube.dynamic.delete(res, name=item.name, namespace=item.namespace,
-                                propagation_policy="Foreground" if item.kind in ("Namespace",) else "Background")
+                                propagation_policy="Foreground" if item.kind in ("Namespace",) else "Background", **grace)
         except (NotFoundError, KubeError):
             pass
         removed.append(item)
         progress(f"[{number}/{len(doomed)}] deleted {item.ref}")  # the console keeps the last of these
     deadline = time.monotonic() + timeout
     for item in removed:
-        while kube.get(item.api_version, item.kind, item.name, item.namespace) is not None:
+        while (obj := kube.get(item.api_version, item.kind, item.name, item.namespace)) is not None:
+            if (not namespaces_gone and item.kind == "Namespace"
+                    and (obj.get("metadata") or {}).get("deletionTimestamp")):
+                break
             if time.monotonic() > deadline:
                 raise ApplyError(f"rollback: {item.ref} still exists after {timeout:.0f}s")
             time.sleep(0.5)

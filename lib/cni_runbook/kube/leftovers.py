@@ -45,11 +45,14 @@ def find(kube: Kube, roles: Iterable[str]) -> list[Leftover]:
     """Every namespace, pod and NetworkPolicy of the cluster marked with one of ``roles``
     (pods and policies inside a marked namespace are not listed: they go with it)."""
     roles = set(roles)
+    namespaces = kube.core.list_namespace().items
     found = [Leftover("Namespace", None, n.metadata.name, _role(n))
-             for n in kube.core.list_namespace().items if _role(n) in roles]
-    gone_with = {f.name for f in found}
+             for n in namespaces if _role(n) in roles and not n.metadata.deletion_timestamp]
+    # a namespace already terminating is a finished run's clean-up that Kubernetes completes
+    # (5 s after the request): not a leftover, and its pods go with it
+    gone_with = {f.name for f in found} | {n.metadata.name for n in namespaces if n.metadata.deletion_timestamp}
     for pod in kube.core.list_pod_for_all_namespaces().items:
-        if _role(pod) in roles and pod.metadata.namespace not in gone_with:
+        if _role(pod) in roles and pod.metadata.namespace not in gone_with and not pod.metadata.deletion_timestamp:
             found.append(Leftover("Pod", pod.metadata.namespace, pod.metadata.name, _role(pod)))
     from kubernetes import client
 

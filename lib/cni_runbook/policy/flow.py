@@ -117,8 +117,11 @@ def run(
         verifier = Verifier(kube, result.deployment, record_dir, probe_timeout_s=policy_params.probe_timeout_s,
                             enforcement_timeout_s=policy_params.enforcement_timeout_s, concurrency=concurrency,
                             progress=say)
+        # the baseline covers the matrices the sets compare (built-in sets probe TCP only; a
+        # set from a file probes every port and protocol of the layout)
+        compared = list(dict.fromkeys(pp for policy_set in sets for pp in policy_set.probes))
         try:
-            result.baseline = verifier.baseline()
+            result.baseline = verifier.baseline(compared or None)
         except BaselineError as exc:
             result.error = str(exc)
             return result

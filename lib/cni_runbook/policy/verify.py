@@ -191,8 +191,10 @@ class Verifier:
         return bool(expected.at[cell[0], cell[1]])
 
     def _measure(self, name: str, policies: Sequence[Mapping[str, Any]], probes: Sequence[PortProto],
-                 started: float, result: SetResult, deadline: float) -> None:
-        """Probe every matrix, re-probe mismatches until they agree or ``deadline``; fill ``result``."""
+                 started: float, result: SetResult, deadline: float,
+                 first: Mapping[PortProto, Mapping[Cell, bool | None]] | None = None) -> None:
+        """Probe every matrix (or take ``first``, a full pass already made), re-probe mismatches
+        until they agree or ``deadline``; fill ``result``."""
         engine = PolicyEngine(self.cluster, policies)
         cells = all_cells(self.cluster)
         found: dict[PortProto, dict[Cell, bool | None]] = {}
@@ -201,8 +203,11 @@ class Verifier:
             expected[(port, protocol)] = engine.matrix(port, protocol)
         if name == "baseline":  # a set's own lines say what it applied; the probing is the same each time
             self.say(f"{name}: probing {len(cells)} pairs on {', '.join(f'{pr}/{po}' for po, pr in probes)}")
-        found.update(self.probe_all({pp: cells for pp in probes}))
-        result.probes_run += len(cells) * len(probes)
+        if first is not None and all(len(first.get(pp, {})) == len(cells) for pp in probes):
+            found.update({pp: dict(first[pp]) for pp in probes})
+        else:
+            found.update(self.probe_all({pp: cells for pp in probes}))
+            result.probes_run += len(cells) * len(probes)
         probed_again = False
         while True:
             wrong = {pp: [c for c, v in found[pp].items() if v is None or v != self._want(expected[pp], c)]
@@ -273,13 +278,25 @@ class Verifier:
         return out
 
     def _wait_for(self, cells: Mapping[PortProto, Sequence[tuple[Cell, bool]]], started: float,
-                  deadline: float, what: str) -> float | None:
-        """Probe ``cells`` until each shows its wanted value; seconds since ``started`` or None."""
+                  deadline: float, what: str, *, full: Sequence[PortProto] = (),
+                  result: SetResult | None = None) -> tuple[float | None, dict[PortProto, dict[Cell, bool | None]]]:
+        """Probe ``cells`` until each shows its wanted value: (seconds since ``started`` or None,
+        what the last round found).
+
+        With ``full``, every round probes every cell of those matrices, not only the pending
+        ones: the round that shows enforcement is then also the verification's first pass (a
+        blocked probe costs its whole timeout, so a separate pass would add that much per set)."""
         pending = {pp: list(c) for pp, c in cells.items() if c}
+        everything = all_cells(self.cluster) if full else []
         rounds = 0
+        found: dict[PortProto, dict[Cell, bool | None]] = {}
         while pending:
             rounds += 1
-            found = self.probe_all({pp: [c for c, _ in cells] for pp, cells in pending.items()})
+            wanted = {pp: [c for c, _ in cells] for pp, cells in pending.items()}
+            wanted.update({pp: everything for pp in full})
+            found = self.probe_all(wanted)
+            if result is not None:
+                result.probes_run += sum(len(c) for c in wanted.values())
             for pp in list(pending):
                 pending[pp] = [(c, want) for c, want in pending[pp] if found[pp].get(c) is not want]
                 if not pending[pp]:
@@ -289,12 +306,12 @@ class Verifier:
             if time.monotonic() >= deadline:
                 left = sum(len(v) for v in pending.values())
                 self.say(f"{what}: {left} sentinel cell(s) still differ after {time.monotonic() - started:.1f}s")
-                return None
+                return None, found
             if rounds % 5 == 0:
                 self.say(f"{what}: waiting ({sum(len(v) for v in pending.values())} sentinel cell(s) pending, "
                          f"{time.monotonic() - started:.0f}s)")
             time.sleep(0.2)
-        return time.monotonic() - started
+        return time.monotonic() - started, found
 
     def verify(self, policy_set: PolicySet) -> SetResult:
         """Apply, measure, compare, explain, remove (see the module docstring)."""
@@ -322,15 +339,17 @@ class Verifier:
             raise
         deadline = started + self.enforcement_timeout_s
         try:
+            first = None
             if sentinels:
-                result.latency_s = self._wait_for(sentinels, started, deadline, f"{name}: enforcement")
+                result.latency_s, first = self._wait_for(sentinels, started, deadline, f"{name}: enforcement",
+                                                         full=policy_set.probes, result=result)
                 if result.latency_s is None:
                     result.messages.append(f"not enforced within {self.enforcement_timeout_s:.0f}s")
                 else:
                     self.say(f"{name}: enforced after {result.latency_s:.2f}s")
             else:
                 self.say(f"{name}: no expected change against the current policies; nothing to time")
-            self._measure(name, after, policy_set.probes, started, result, deadline)
+            self._measure(name, after, policy_set.probes, started, result, deadline, first=first)
             self.say(f"{name}: {result.summary}" + (f"; removing the {len(removed)} test polic"
                                                     f"{'y' if len(removed) == 1 else 'ies'}" if removed else ""))
         finally:
@@ -347,8 +366,8 @@ class Verifier:
                                                                       policy_set.probes).items() if cells}
             if changed:
                 restart = time.monotonic()
-                result.restored_s = self._wait_for(changed, restart, restart + self.restore_timeout_s,
-                                                   f"{name}: restore")
+                result.restored_s, _ = self._wait_for(changed, restart, restart + self.restore_timeout_s,
+                                                      f"{name}: restore", result=result)
                 if result.restored_s is None:
                     result.messages.append(f"baseline did not return within {self.restore_timeout_s:.0f}s "
                                            "after removing the policies")

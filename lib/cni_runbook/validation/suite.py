@@ -523,7 +523,7 @@ def run_suite(kube: Kube, cfg: SuiteConfig, progress: Progress | None = None, re
             cleanup_note = f"namespace {cfg.namespace} kept (keep_workloads)"
         else:
             try:
-                cleanup_note = cleanup(kube, cfg.namespace, wait=True, timeout=60, progress=say)
+                cleanup_note = cleanup(kube, cfg.namespace, wait=True, timeout=60, progress=say, namespace_gone=False)
             except Exception as exc:  # noqa: BLE001 - a cleanup problem must not hide the test outcome
                 cleanup_note = f"cleanup of {cfg.namespace} failed: {exc}"
         timings["cleanup_s"] = time.monotonic() - t0

@@ -274,9 +274,29 @@ def _wait_gone(kube: Kube, namespace: str, timeout: float) -> bool:
     return True
 
 
+def _wait_pods_gone(kube: Kube, namespace: str, timeout: float) -> int:
+    """Wait until the suite's pods in ``namespace`` are gone; how many are left (0: all gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = len(kube.core.list_namespaced_pod(namespace, label_selector=SELECTOR).items)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+#: Kubernetes' namespace controller waits this long after a namespace's deletion before it starts
+#: removing it (namespaceDeletionGracePeriod, pkg/controller/namespace; not configurable)
+NAMESPACE_DELETION_GRACE_S = 5
+
+
 def cleanup(kube: Kube, namespace: str, wait: bool = True, timeout: float = 120,
-            progress: Progress | None = None) -> str:
-    """Delete the test namespace (and with it every workload); say what happened."""
+            progress: Progress | None = None, namespace_gone: bool = True) -> str:
+    """Delete the test namespace (and with it every workload); say what happened.
+
+    ``wait``: until the suite's pods are gone and, with ``namespace_gone``, until the namespace
+    itself is (which Kubernetes starts only :data:`NAMESPACE_DELETION_GRACE_S` after the request,
+    however empty the namespace: stage 03 does not wait for that, and its next deploy waits for a
+    namespace still terminating)."""
     say = progress or (lambda _m: None)
     deadline = time.monotonic() + min(timeout, 30)  # across a short API server outage
     try:
@@ -305,6 +325,12 @@ def cleanup(kube: Kube, namespace: str, wait: bool = True, timeout: float = 120,
     say(f"deleting namespace {namespace}")
     if not wait:
         return f"namespace {namespace} deletion started"
+    if not namespace_gone:
+        left = _wait_pods_gone(kube, namespace, timeout)
+        if left:
+            return f"namespace {namespace}: {left} pod(s) still there after {timeout:.0f}s (deletion continues in the cluster)"
+        return (f"namespace {namespace}: its pods are deleted and the namespace's deletion requested (Kubernetes "
+                f"removes it {NAMESPACE_DELETION_GRACE_S} s after the request)")
     if _wait_gone(kube, namespace, timeout):
         return f"namespace {namespace} deleted"
     return f"namespace {namespace} still terminating after {timeout:.0f}s (deletion continues in the cluster)"
