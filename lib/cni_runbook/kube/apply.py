@@ -187,9 +187,9 @@ def rollback(kube: Kube, record: Path, timeout: float = 120, progress: Progress 
              namespaces_gone: bool = True, pod_grace_s: int | None = None) -> list[Applied]:
     """Delete, newest first, every object the recorded run *created*; wait until gone.
 
-    ``namespaces_gone=False``: a deleted Namespace only has to be terminating (Kubernetes starts
-    removing a namespace 5 s after its deletion, however empty it is); every other object is
-    still awaited until gone. Whoever creates the namespace again waits for it first.
+    ``namespaces_gone=False``: a deleted Namespace only has to be terminating (see
+    :data:`~cni_runbook.kube.wait.NAMESPACE_DELETION_GRACE_S`); every other object is still
+    awaited until gone. Whoever creates the namespace again waits for it first.
     ``pod_grace_s``: the grace period of the Pods deleted (test pods: 0, gone at once)."""
     progress = progress or (lambda _m: None)
     removed = []

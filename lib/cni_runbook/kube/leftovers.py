@@ -49,7 +49,7 @@ def find(kube: Kube, roles: Iterable[str]) -> list[Leftover]:
     found = [Leftover("Namespace", None, n.metadata.name, _role(n))
              for n in namespaces if _role(n) in roles and not n.metadata.deletion_timestamp]
     # a namespace already terminating is a finished run's clean-up that Kubernetes completes
-    # (5 s after the request): not a leftover, and its pods go with it
+    # (wait.NAMESPACE_DELETION_GRACE_S after the request): not a leftover, and its pods go with it
     gone_with = {f.name for f in found} | {n.metadata.name for n in namespaces if n.metadata.deletion_timestamp}
     for pod in kube.core.list_pod_for_all_namespaces().items:
         if _role(pod) in roles and pod.metadata.namespace not in gone_with and not pod.metadata.deletion_timestamp:

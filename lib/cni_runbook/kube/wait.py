@@ -1,4 +1,5 @@
-"""Waits with watches and timeouts: CRDs Established, rollouts, nodes Ready, pods Running.
+"""Waits with watches and timeouts: CRDs Established, rollouts, nodes Ready, pods Running,
+namespaces gone.
 
 Every wait lists once (the current state may already satisfy it), then watches
 from that resourceVersion until the predicate holds or the deadline passes; the
@@ -216,3 +217,23 @@ def pods_running(kube: Kube, namespace: str, label_selector: str, minimum: int =
                        f"pods {label_selector} in {namespace} to be Running", progress,
                        namespace=namespace, label_selector=label_selector)
 
+
+#: Kubernetes' namespace controller starts removing a deleted namespace only this long after the
+#: request, however empty the namespace is (``namespaceDeletionGracePeriod``,
+#: pkg/controller/namespace/namespace_controller.go; not configurable). Test workloads' clean-ups
+#: wait for their pods, not for this; whoever needs the namespace again waits with
+#: :func:`namespaces_gone`.
+NAMESPACE_DELETION_GRACE_S = 5
+
+
+def namespaces_gone(kube: Kube, names: list[str] | tuple[str, ...], timeout: float) -> list[str]:
+    """Wait until none of the namespaces ``names`` exists; the ones still there after ``timeout``
+    (empty: all gone)."""
+    deadline = time.monotonic() + timeout
+    left = list(names)
+    while left:
+        left = [name for name in left if kube.get("v1", "Namespace", name) is not None]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    return left

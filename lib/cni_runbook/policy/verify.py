@@ -203,7 +203,7 @@ class Verifier:
             expected[(port, protocol)] = engine.matrix(port, protocol)
         if name == "baseline":  # a set's own lines say what it applied; the probing is the same each time
             self.say(f"{name}: probing {len(cells)} pairs on {', '.join(f'{pr}/{po}' for po, pr in probes)}")
-        if first is not None and all(len(first.get(pp, {})) == len(cells) for pp in probes):
+        if first:  # a round of _wait_for(full=probes): every cell of every matrix
             found.update({pp: dict(first[pp]) for pp in probes})
         else:
             found.update(self.probe_all({pp: cells for pp in probes}))

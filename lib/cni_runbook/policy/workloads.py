@@ -26,7 +26,7 @@ from typing import Any
 from ..kube import Kube, KubeError
 from ..kube.apply import Applied, Applier, rollback
 from ..kube.leftovers import ROLE_ANNOTATION
-from ..kube.wait import node_ready, watch_until
+from ..kube.wait import namespaces_gone, node_ready, watch_until
 from .layout import Layout
 from .model import Cluster, NetworkPolicy
 
@@ -187,16 +187,6 @@ def _pods_ready(keys: set[str], where: str = "") -> Callable[[list[dict]], tuple
     return predicate
 
 
-def _wait_namespaces_gone(kube: Kube, names: Sequence[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    for name in names:
-        while kube.get("v1", "Namespace", name) is not None:
-            if time.monotonic() > deadline:
-                raise KubeError(f"namespace {name} is still terminating after {timeout:.0f}s; "
-                                f"the layout cannot be deployed into it (kubectl get namespace {name} -o yaml)")
-            time.sleep(0.3)
-
-
 def deploy(
     kube: Kube,
     layout: Layout,
@@ -215,7 +205,10 @@ def deploy(
                    if n.metadata.name in layout.namespaces and n.metadata.deletion_timestamp]
     if terminating:
         say(f"namespace(s) {', '.join(terminating)} still terminating from an earlier layout; waiting")
-        _wait_namespaces_gone(kube, terminating, timeout)
+        left = namespaces_gone(kube, terminating, timeout)
+        if left:
+            raise KubeError(f"namespace(s) {', '.join(left)} still terminating after {timeout:.0f}s; the layout "
+                            f"cannot be deployed into them (kubectl get namespace {left[0]} -o yaml)")
     existing = {n.metadata.name for n in kube.core.list_namespace().items}
     # A namespace that exists already keeps its own labels: apply only the pods into it.
     objects = [o for o in objects if not (o["kind"] == "Namespace" and o["metadata"]["name"] in existing)]
@@ -268,6 +261,7 @@ def existing_policies(kube: Kube, namespaces: Iterable[str]) -> list[dict[str, A
 
 def remove(kube: Kube, deployment: Deployment, timeout: float = 180, progress: Progress | None = None) -> list[Applied]:
     """Delete what :func:`deploy` created (pods without grace, then the namespaces it created);
-    wait until the pods are gone and the namespaces terminating (their removal takes Kubernetes 5 s more, which
-    :func:`deploy` waits for if it needs a namespace again)."""
+    wait until the pods are gone and the namespaces terminating (Kubernetes removes them
+    :data:`~cni_runbook.kube.wait.NAMESPACE_DELETION_GRACE_S` later; :func:`deploy` waits for that
+    when it needs a namespace again)."""
     return rollback(kube, deployment.record, timeout=timeout, progress=progress, namespaces_gone=False, pod_grace_s=0)

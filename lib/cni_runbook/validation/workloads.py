@@ -31,7 +31,7 @@ from typing import Any
 from ..kube import Kube
 from ..kube.apply import Applier
 from ..kube.client import ApiException, KubeError, retry
-from ..kube.wait import WaitTimeout, pods_running
+from ..kube.wait import NAMESPACE_DELETION_GRACE_S, WaitTimeout, namespaces_gone, pods_running
 
 Progress = Callable[[str], None]
 
@@ -223,7 +223,7 @@ def deploy(kube: Kube, layout: Layout, record: Path | None = None, timeout: floa
     existing = kube.get("v1", "Namespace", layout.namespace)
     if existing and existing["metadata"].get("deletionTimestamp"):
         say(f"namespace {layout.namespace} is still terminating from an earlier run; waiting")
-        _wait_gone(kube, layout.namespace, timeout)
+        namespaces_gone(kube, [layout.namespace], timeout)
     elif existing and (existing["metadata"].get("labels") or {}).get("app.kubernetes.io/part-of") == PART_OF:
         # an earlier run's clean-up failed (or keep_workloads): start from a clean namespace
         say(f"namespace {layout.namespace} is left from an earlier run; removing it first")
@@ -265,15 +265,6 @@ def describe_unready(kube: Kube, namespace: str) -> str:
     return "pods not ready:\n" + "\n".join(lines) if lines else "every pod is ready"
 
 
-def _wait_gone(kube: Kube, namespace: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while kube.get("v1", "Namespace", namespace) is not None:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.5)
-    return True
-
-
 def _wait_pods_gone(kube: Kube, namespace: str, timeout: float) -> int:
     """Wait until the suite's pods in ``namespace`` are gone; how many are left (0: all gone)."""
     deadline = time.monotonic() + timeout
@@ -282,11 +273,6 @@ def _wait_pods_gone(kube: Kube, namespace: str, timeout: float) -> int:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.2)
-
-
-#: Kubernetes' namespace controller waits this long after a namespace's deletion before it starts
-#: removing it (namespaceDeletionGracePeriod, pkg/controller/namespace; not configurable)
-NAMESPACE_DELETION_GRACE_S = 5
 
 
 def cleanup(kube: Kube, namespace: str, wait: bool = True, timeout: float = 120,
@@ -331,7 +317,7 @@ def cleanup(kube: Kube, namespace: str, wait: bool = True, timeout: float = 120,
             return f"namespace {namespace}: {left} pod(s) still there after {timeout:.0f}s (deletion continues in the cluster)"
         return (f"namespace {namespace}: its pods are deleted and the namespace's deletion requested (Kubernetes "
                 f"removes it {NAMESPACE_DELETION_GRACE_S} s after the request)")
-    if _wait_gone(kube, namespace, timeout):
+    if not namespaces_gone(kube, [namespace], timeout):
         return f"namespace {namespace} deleted"
     return f"namespace {namespace} still terminating after {timeout:.0f}s (deletion continues in the cluster)"
 
