@@ -61,12 +61,28 @@ class FakeCni:
         return found
 
     def run_probes(self, kube: Any, probes: list, *, timeout_s: float, attempts: int, concurrency: int,
-                   container: str | None = None, progress: Any = None) -> list:
-        engine = PolicyEngine(CLUSTER, self._policies())
+                   container: str | None = None, progress: Any = None, until: list | None = None,
+                   until_s: float = 0.0) -> list:
+        """The engine's verdicts under the policies in effect; with ``until``, a cell is asked
+        again (50 ms apart) until it shows its wanted value or ``until_s`` has passed."""
         by_ip = {str(p.ips[0]): p.key for p in CLUSTER.pods}
-        self.probes += len(probes)
-        return [type("R", (), {"ok": engine.verdict(p.src, by_ip[p.target], p.port, p.protocol).allowed})()
-                for p in probes]
+        started = time.monotonic()
+        seen: list[bool | None] = [None] * len(probes)
+        tries, waited = [0] * len(probes), [0.0] * len(probes)
+        while True:
+            engine = PolicyEngine(CLUSTER, self._policies())
+            for i, p in enumerate(probes):
+                if tries[i] and (until is None or seen[i] is until[i]):
+                    continue
+                seen[i] = engine.verdict(p.src, by_ip[p.target], p.port, p.protocol).allowed
+                tries[i] += 1
+                waited[i] = (time.monotonic() - started) * 1000
+                self.probes += 1
+            if until is None or all(a is b for a, b in zip(seen, until)) or time.monotonic() - started >= until_s:
+                break
+            time.sleep(0.05)
+        return [type("R", (), {"ok": ok, "attempts": n, "waited_ms": w if until is not None else None})()
+                for ok, n, w in zip(seen, tries, waited)]
 
 
 def verifier(cni: FakeCni, tmp_path: Path, **kw: Any) -> V.Verifier:

@@ -338,3 +338,59 @@ def test_a_batch_arriving_in_pieces_while_probes_finish_loses_no_line(busybox_on
         assert not session.is_open()
     finally:
         session.close()
+
+
+def test_until_reprobes_each_cell_in_the_pod_until_it_shows_its_wanted_outcome(busybox_only, server):
+    """``until``: a port that opens 0.6 s into the run is re-probed until reachable (several
+    attempts, waited >= 0.6 s on the pod's clock); a cell already as wanted takes one attempt;
+    one that never gets there ends after ``until_s`` with its last outcome, not a verdict."""
+    import socket
+
+    _, base = server
+    open_port = int(base.rsplit(":", 1)[1])
+    late = socket.socket()
+    late.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    late.bind(("127.0.0.1", 0))
+    late_port = late.getsockname()[1]  # bound, not listening: refused until the timer starts it
+
+    stop = threading.Event()
+
+    def serve() -> None:  # accept and close at once, as the probed servers do on our EOF
+        late.listen()
+        late.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                late.accept()[0].close()
+            except TimeoutError:
+                continue
+
+    timer = threading.Timer(0.6, serve)
+    timer.daemon = True
+
+    def factory(kube, namespace, pod, command, container=None):
+        return LocalSession(kube, namespace, pod, command, env=busybox_only)
+
+    probes = [Probe("ns/a", "127.0.0.1", late_port), Probe("ns/a", "127.0.0.1", open_port),
+              Probe("ns/b", "127.0.0.1", 1), Probe("ns/b", "127.0.0.1", open_port)]
+    try:
+        with ProberPool(session_factory=factory) as pool:
+            timer.start()
+            started = time.monotonic()
+            results = pool(None, probes, timeout_s=1.0, until=[True, True, False, False], until_s=1.5)
+            wall = time.monotonic() - started
+    finally:
+        timer.cancel()
+        stop.set()
+        timer.join(1)
+        late.close()
+    late_r, open_r, closed_r, never_r = results
+    assert late_r.ok is True and late_r.attempts >= 2 and late_r.waited_ms >= 550
+    assert open_r.ok is True and open_r.attempts == 1 and open_r.waited_ms < 500
+    assert closed_r.ok is False and closed_r.attempts == 1 and closed_r.reason == "connection refused"
+    assert never_r.ok is True and never_r.attempts >= 3 and 1500 <= never_r.waited_ms < 2500
+    assert wall < 5
+
+
+def test_until_needs_one_wanted_outcome_per_probe():
+    with pytest.raises(ValueError, match="until has 1 values for 2 probes"):
+        ProberPool()(None, [Probe("ns/a", "127.0.0.1", 1)] * 2, until=[True])

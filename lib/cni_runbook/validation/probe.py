@@ -52,6 +52,12 @@ re-run once on a fresh exec when ``attempts > 1``. Nothing waits without a bound
 command runs under ``timeout -s KILL`` and every batch has a deadline
 (:func:`batch_timeout`); a prober that missed one is closed, not reused.
 
+"Until" runs (``ProberPool(..., until=[wanted outcome per probe], until_s=S)``): each probe
+is re-run in its pod, ``RETRY_PAUSE_S`` apart, until it shows its wanted outcome or S seconds
+have passed since its first attempt. Every cell converges on its own, so a wait for a change
+(stage 04: a policy enforced, then removed) is never a round of whole matrices repeated behind
+its slowest (blocked, timed-out) probe.
+
 agnhost netexec's ``/dial`` through the API server's pod proxy was considered and not
 taken (from its source, test/images/agnhost/netexec): it needs netexec in the source pod,
 speaks only HTTP/UDP/SCTP to netexec servers (no plain TCP connect, ICMP or DNS), waits a
@@ -79,6 +85,7 @@ Progress = Callable[[str], None]
 
 PROTOCOLS = ("TCP", "UDP", "SCTP", "HTTP", "ICMP", "DNS")
 LINE_TAG = "@@P"
+UNTIL_TAG = "@@U"  # an "until" command's line: one more field, the first attempt's start (us)
 DONE_TAG = "@@DONE"
 RETRY_PAUSE_S = 0.2
 #: exec start-up and output transfer on top of the probe time
@@ -112,6 +119,8 @@ class ProbeResult:
     attempts: int
     reason: str  # "" when ok, else why (refused, timeout, dns failure, exec error ...)
     output: str = ""  # the probe command's own last words (one line), for the curious
+    #: "until" runs only: from the first attempt's start to the last attempt's answer (pod clock)
+    waited_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,9 @@ class Command:
     argv: tuple[str, ...]
     timeout_s: float
     attempts: int = 1
+    #: re-run until the command succeeds (True) or fails (False), for up to ``until_s``
+    want: bool | None = None
+    until_s: float = 0.0
 
 
 @dataclass
@@ -130,6 +142,7 @@ class CommandResult:
     elapsed_ms: float | None
     output: str  # stdout+stderr of the last attempt, newlines turned into "\n" markers removed
     error: str = ""  # why there is no result (exec error, batch timeout)
+    waited_ms: float | None = None  # "until" commands: first attempt's start -> last attempt's end
 
 
 @dataclass
@@ -190,6 +203,19 @@ p() {
   [ -z "$o" ] || clean
   printf '@@P\t%%s\t%%s\t%%s\t%%s%%s\t%%s%%s\t%%s\n' "$i" "$rc" "$a" "${t0%%.*}" "${t0#*.}" "${t1%%.*}" "${t1#*.}" "$o"
 }
+u() {
+  i=$1; w=$2; d=$3; k=$4; shift 4; a=0; f=$EPOCHREALTIME; f=${f%%.*}${f#*.}
+  while :; do
+    a=$((a+1)); t0=$EPOCHREALTIME
+    o=$(busybox timeout -s KILL "$k" "$@" 2>&1 </dev/null); rc=$?
+    t1=$EPOCHREALTIME
+    case "$w$rc" in 10|0[1-9]*|?127) break ;; esac
+    [ $((${t1%%.*}${t1#*.} - f)) -lt "$d" ] || break
+    busybox sleep %(pause)s
+  done
+  [ -z "$o" ] || clean
+  printf '@@U\t%%s\t%%s\t%%s\t%%s\t%%s%%s\t%%s%%s\t%%s\n' "$i" "$rc" "$a" "$f" "${t0%%.*}" "${t0#*.}" "${t1%%.*}" "${t1#*.}" "$o"
+}
 """
 
 
@@ -230,6 +256,12 @@ def _fmt_seconds(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
+def _command_cost(c: Command) -> float:
+    """The longest one command of a batch can take (its attempts, or its "until" time and a last try)."""
+    one = int(kill_after(c.timeout_s, c.argv)) + RETRY_PAUSE_S
+    return c.until_s + one if c.want is not None else c.attempts * one
+
+
 def batch_timeout(commands: Sequence[Command], parallelism: int = 32) -> float:
     """The longest a batch can take before its exec is abandoned."""
     if not commands:
@@ -237,7 +269,7 @@ def batch_timeout(commands: Sequence[Command], parallelism: int = 32) -> float:
     total = 0.0
     for start in range(0, len(commands), parallelism):
         wave = commands[start:start + parallelism]
-        total += max(c.attempts * (int(kill_after(c.timeout_s, c.argv)) + RETRY_PAUSE_S) for c in wave)
+        total += max(_command_cost(c) for c in wave)
     return total + BATCH_OVERHEAD_S
 
 
@@ -264,14 +296,16 @@ def parse_output(stdout: str, expected: int | None = None) -> ParsedOutput:
         if line == DONE_TAG:
             parsed.complete = True
             continue
-        if not line.startswith(LINE_TAG + "\t"):
+        until = line.startswith(UNTIL_TAG + "\t")
+        if not (until or line.startswith(LINE_TAG + "\t")):
             if line.strip():
                 parsed.garbage.append(line[:200])
             continue
-        fields = line.split("\t", 6)
-        if len(fields) < 7:
+        fields = line.split("\t", 7 if until else 6)
+        if len(fields) < (8 if until else 7):
             parsed.garbage.append(line[:200])
             continue
+        first = fields.pop(4) if until else ""
         _, idx, rc, attempts, t0, t1, output = fields
         try:
             index, code, tries = int(idx), int(rc), int(attempts)
@@ -283,7 +317,11 @@ def parse_output(stdout: str, expected: int | None = None) -> ParsedOutput:
         elapsed = None
         if t0.isdigit() and t1.isdigit() and int(t1) >= int(t0):
             elapsed = (int(t1) - int(t0)) / 1000.0
-        parsed.lines[index] = CommandResult(code, tries, elapsed, output.replace("\x1f", "\n").strip())
+        waited = None
+        if first.isdigit() and t1.isdigit() and int(t1) >= int(first):
+            waited = (int(t1) - int(first)) / 1000.0
+        parsed.lines[index] = CommandResult(code, tries, elapsed, output.replace("\x1f", "\n").strip(),
+                                            waited_ms=waited)
     return parsed
 
 
@@ -482,7 +520,7 @@ def interpret(probe: Probe, result: CommandResult, timeout_s: float) -> ProbeRes
         if rtt:
             latency = float(rtt[-1])
     if result.returncode == 0:
-        return ProbeResult(probe, True, latency, result.attempts, "", last)
+        return ProbeResult(probe, True, latency, result.attempts, "", last, result.waited_ms)
     code = result.returncode
     ok: bool | None = False
     if code in (137, 143, 124):
@@ -497,7 +535,7 @@ def interpret(probe: Probe, result: CommandResult, timeout_s: float) -> ProbeRes
         ok, reason = _nslookup_reason(out, last, timeout_s)
     else:
         ok, reason = _ping_reason(out, last, timeout_s)
-    return ProbeResult(probe, ok, latency, result.attempts, reason, last)
+    return ProbeResult(probe, ok, latency, result.attempts, reason, last, result.waited_ms)
 
 
 def _is_ip(target: str) -> bool:
@@ -580,6 +618,8 @@ def _ping_reason(out: str, last: str, timeout_s: float) -> tuple[bool | None, st
 
 
 #: the serving loop of a long-lived prober: "P index attempts kill argv..." starts a probe,
+#: "U index want until_us kill argv..." starts one re-run until it succeeds (want 1) or fails
+#: (want 0) or until_us has passed since its start (:meth:`ProberPool.__call__`'s ``until``),
 #: "E batch" waits for the batch's probes and confirms, "Q" ends (so does stdin's end).
 #: The lines reach the loop through a relay job that has no children: busybox ash's
 #: ``read`` drops the part of a line it has read when a signal interrupts it, and the
@@ -593,6 +633,7 @@ exec 3<&0
 while read -r c i n k rest; do
   case "$c" in
     P) p "$i" "$n" "$k" $rest & ;;
+    U) u "$i" "$n" "$k" $rest & ;;
     E) wait; printf '@@E\t%s\n' "$i" ;;
     Q) break ;;
   esac
@@ -645,7 +686,11 @@ class _Prober:
                 if (n and n % width == 0) or (order and n == 0 and light):
                     lines.append("E 0")  # a wave barrier: wait for the probes started so far
                 c = commands[i]
-                lines.append(f"P {i} {max(1, c.attempts)} {kill_after(c.timeout_s, c.argv)} {' '.join(c.argv)}")
+                kill = kill_after(c.timeout_s, c.argv)
+                if c.want is None:
+                    lines.append(f"P {i} {max(1, c.attempts)} {kill} {' '.join(c.argv)}")
+                else:
+                    lines.append(f"U {i} {int(c.want)} {round(c.until_s * 1e6)} {kill} {' '.join(c.argv)}")
         self.session.write("\n".join([*lines, f"E {batch}", ""]))
         deadline = time.monotonic() + timeout
         text, done, error = "", False, ""
@@ -784,10 +829,20 @@ class ProberPool:
 
     def __call__(self, kube, probes: list[Probe], *, timeout_s: float = 2.0, attempts: int = 1,
                  concurrency: int = 32, container: str | None = None,
-                 progress: Callable[[str], None] | None = None) -> list[ProbeResult]:
-        """Run ``probes`` (any mix of protocols and ports); results in the order of ``probes``."""
+                 progress: Callable[[str], None] | None = None,
+                 until: Sequence[bool] | None = None, until_s: float = 0.0) -> list[ProbeResult]:
+        """Run ``probes`` (any mix of protocols and ports); results in the order of ``probes``.
+
+        With ``until`` (one wanted outcome per probe: True reachable, False not), each probe is
+        re-run in its pod, ``RETRY_PAUSE_S`` apart, until it shows its wanted outcome or
+        ``until_s`` has passed since its first attempt; its result is the last attempt's, with
+        ``attempts`` and ``waited_ms`` (first attempt's start to the last one's answer, on the
+        pod's clock). Every cell converges on its own, so nobody waits for a round's slowest
+        probe (stage 04's enforcement and restore waits); ``attempts`` is ignored."""
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
+        if until is not None and len(until) != len(probes):
+            raise ValueError(f"until has {len(until)} values for {len(probes)} probes")
         self._reap()
         results: list[ProbeResult | None] = [None] * len(probes)
         batches: dict[str, list[Command]] = {}
@@ -797,12 +852,13 @@ class ProberPool:
             if problem:
                 results[i] = ProbeResult(probe, None, None, 0, problem)
                 continue
+            want = None if until is None else bool(until[i])
             batches.setdefault(probe.src, []).append(Command(probe_argv(probe, timeout_s), timeout_s,
-                                                             max(1, attempts)))
+                                                             max(1, attempts), want, max(0.0, until_s)))
             owners.setdefault(probe.src, []).append(i)
         if batches:
             workers = max(1, min(concurrency, len(batches)))
-            retries = 1 if attempts > 1 else 0
+            retries = 1 if attempts > 1 and until is None else 0
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 futures = {pool.submit(self._batch, kube, pod, cmds, container, retries): pod
                            for pod, cmds in batches.items()}
