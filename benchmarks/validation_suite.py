@@ -167,8 +167,11 @@ def bench_stream(kube: Kube, cfg: LabConfig, nodes: list[str], seconds: float) -
             s.mark("undrop")
             time.sleep(seconds / 2 - 3.0)
         res = s.result()
+        steps = res.series.sort_values(["pair", "sent_s"]).groupby("pair")["sent_s"].diff().dropna()
         print(f"streaming: {res.summary}  (goal: max gap <= 0.40 s; ratio {res.max_gap_s / 0.4:.2f} of the goal)"
               f"   [{load()}]")
+        print(f"streaming: {len(steps)} steps between samples of a pair: median {steps.median():.3f} s, "
+              f"p99 {steps.quantile(0.99):.3f} s, {int((steps > 0.4).sum())} over 0.40 s", flush=True)
         hit = res.outages[res.outages["label"].str.endswith(f"->{victim_name}")]
         others = res.outages[~res.outages["label"].str.endswith(f"->{victim_name}")]
         start_err = max((abs(res.started + r.start_s - down) for r in hit.itertuples()), default=float("nan"))

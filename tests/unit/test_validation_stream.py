@@ -253,3 +253,4 @@ def test_rounds_keep_their_interval_while_probes_finish_between_them():
     assert len(rounds) >= 9, rounds  # 11 boundaries in 2.2 s; a loaded machine may skip one or two
     steps = [(sent[b] - sent[a]) / 1e6 / (b - a) for a, b in zip(rounds, rounds[1:])]
     assert max(steps) < 0.3, steps
+

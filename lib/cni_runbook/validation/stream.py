@@ -21,7 +21,8 @@ the background, bounded by ``timeout_s``, so a dead destination does not slow th
 down) and prints one line per probe with its in-pod send and answer times (microseconds,
 ``$EPOCHREALTIME``). The loop ends within a round of a line from the operator (``STOP``)
 or of the end of its stdin (the operator went away), or by itself after ``max_s``.
-Rounds the pod could not start in time are skipped and show as gaps.
+A round the pod starts late (the node's CPU was busy) runs at once when it is less than half
+an interval late, and is skipped otherwise (a gap of two intervals or more).
 
 Definitions (all times are the pods' clocks, as seconds since the stream started):
 
@@ -87,10 +88,10 @@ while [ -z "$stop" ]; do
   k=$((k+1)); next=$((start + k*I))
   t=$EPOCHREALTIME; now=${t%%.*}${t#*.}
   [ "$now" -lt "$end" ] || break
-  if [ "$now" -ge "$next" ]; then k=$(( (now - start) / I + 1 )); next=$((start + k*I)); fi
+  if [ $((now - next)) -ge $((I / 2)) ]; then k=$(( (now - start) / I + 1 )); next=$((start + k*I)); fi
   [ -z "$stop" ] || break
   d=$((next - now)); f=$((d %% 1000000 + 1000000))
-  busybox sleep "$((d / 1000000)).${f#1}"
+  [ "$d" -le 0 ] || busybox sleep "$((d / 1000000)).${f#1}"
 done
 [ -n "$stop" ] || kill "$reader" 2>/dev/null
 wait
