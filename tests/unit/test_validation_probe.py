@@ -394,3 +394,19 @@ def test_until_reprobes_each_cell_in_the_pod_until_it_shows_its_wanted_outcome(b
 def test_until_needs_one_wanted_outcome_per_probe():
     with pytest.raises(ValueError, match="until has 1 values for 2 probes"):
         ProberPool()(None, [Probe("ns/a", "127.0.0.1", 1)] * 2, until=[True])
+
+
+def test_until_waits_count_from_the_pods_first_start_across_waves(busybox_only, server):
+    """Waves of one probe: the second probe starts only after the first gave up (0.6 s); its
+    ``waited_ms`` includes that wait (stage 04 reads it as "when this cell showed its value")."""
+    _, base = server
+    open_port = int(base.rsplit(":", 1)[1])
+
+    def factory(kube, namespace, pod, command, container=None):
+        return LocalSession(kube, namespace, pod, command, env=busybox_only)
+
+    probes = [Probe("ns/a", "127.0.0.1", 1), Probe("ns/a", "127.0.0.1", open_port)]
+    with ProberPool(session_factory=factory, parallelism=1) as pool:
+        never, second = pool(None, probes, timeout_s=1.0, until=[True, True], until_s=0.6)
+    assert never.ok is False and never.attempts >= 2 and never.waited_ms >= 600
+    assert second.ok is True and second.attempts == 1 and second.waited_ms >= never.waited_ms

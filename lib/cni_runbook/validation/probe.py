@@ -119,7 +119,8 @@ class ProbeResult:
     attempts: int
     reason: str  # "" when ok, else why (refused, timeout, dns failure, exec error ...)
     output: str = ""  # the probe command's own last words (one line), for the curious
-    #: "until" runs only: from the first attempt's start to the last attempt's answer (pod clock)
+    #: "until" runs only: from the start of the run in the source pod (its first probe's first
+    #: attempt) to this probe's last answer, on the pod's clock
     waited_ms: float | None = None
 
 
@@ -142,7 +143,9 @@ class CommandResult:
     elapsed_ms: float | None
     output: str  # stdout+stderr of the last attempt, newlines turned into "\n" markers removed
     error: str = ""  # why there is no result (exec error, batch timeout)
-    waited_ms: float | None = None  # "until" commands: first attempt's start -> last attempt's end
+    #: "until" commands: first attempt's start and last attempt's end (pod clock, epoch us)
+    first_us: int | None = None
+    last_us: int | None = None
 
 
 @dataclass
@@ -317,11 +320,9 @@ def parse_output(stdout: str, expected: int | None = None) -> ParsedOutput:
         elapsed = None
         if t0.isdigit() and t1.isdigit() and int(t1) >= int(t0):
             elapsed = (int(t1) - int(t0)) / 1000.0
-        waited = None
-        if first.isdigit() and t1.isdigit() and int(t1) >= int(first):
-            waited = (int(t1) - int(first)) / 1000.0
+        span = (int(first), int(t1)) if first.isdigit() and t1.isdigit() and int(t1) >= int(first) else (None, None)
         parsed.lines[index] = CommandResult(code, tries, elapsed, output.replace("\x1f", "\n").strip(),
-                                            waited_ms=waited)
+                                            first_us=span[0], last_us=span[1])
     return parsed
 
 
@@ -520,7 +521,7 @@ def interpret(probe: Probe, result: CommandResult, timeout_s: float) -> ProbeRes
         if rtt:
             latency = float(rtt[-1])
     if result.returncode == 0:
-        return ProbeResult(probe, True, latency, result.attempts, "", last, result.waited_ms)
+        return ProbeResult(probe, True, latency, result.attempts, "", last)
     code = result.returncode
     ok: bool | None = False
     if code in (137, 143, 124):
@@ -535,7 +536,7 @@ def interpret(probe: Probe, result: CommandResult, timeout_s: float) -> ProbeRes
         ok, reason = _nslookup_reason(out, last, timeout_s)
     else:
         ok, reason = _ping_reason(out, last, timeout_s)
-    return ProbeResult(probe, ok, latency, result.attempts, reason, last, result.waited_ms)
+    return ProbeResult(probe, ok, latency, result.attempts, reason, last)
 
 
 def _is_ip(target: str) -> bool:
@@ -836,9 +837,10 @@ class ProberPool:
         With ``until`` (one wanted outcome per probe: True reachable, False not), each probe is
         re-run in its pod, ``RETRY_PAUSE_S`` apart, until it shows its wanted outcome or
         ``until_s`` has passed since its first attempt; its result is the last attempt's, with
-        ``attempts`` and ``waited_ms`` (first attempt's start to the last one's answer, on the
-        pod's clock). Every cell converges on its own, so nobody waits for a round's slowest
-        probe (stage 04's enforcement and restore waits); ``attempts`` is ignored."""
+        ``attempts`` and ``waited_ms`` (from the run's first start in that pod to this probe's
+        last answer, on the pod's clock: a later wave's probes count their wait for the wave).
+        Every cell converges on its own, so nobody waits for a round's slowest probe (stage 04's
+        enforcement and restore waits); ``attempts`` is ignored."""
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         if until is not None and len(until) != len(probes):
@@ -865,8 +867,12 @@ class ProberPool:
                 for done, future in enumerate(as_completed(futures), 1):
                     pod = futures[future]
                     outcome = future.result()
+                    # one clock per pod: waits count from the pod's first start (later waves included)
+                    base = min((r.first_us for r in outcome.results if r.first_us is not None), default=None)
                     for index, cmd_result in zip(owners[pod], outcome.results):
                         results[index] = interpret(probes[index], cmd_result, timeout_s)
+                        if base is not None and cmd_result.last_us is not None:
+                            results[index].waited_ms = (cmd_result.last_us - base) / 1000.0
                     if progress:
                         passed = sum(r.returncode == 0 for r in outcome.results)
                         progress(f"[{done}/{len(batches)}] {pod}: {passed}/{len(outcome.results)} probes "
