@@ -318,7 +318,7 @@ def test_a_batch_arriving_in_pieces_while_probes_finish_loses_no_line(busybox_on
 
     session = LocalSession(None, "ns", "p", [*PROBER_SHELL, serve_script()], env=busybox_only)
     try:
-        lines = [f"P {i} 1 3 busybox sleep 0.0{i % 10}" for i in range(12)] + ["E 7", ""]
+        lines = [f"P {i} 1 1 0 3 busybox sleep 0.0{i % 10}" for i in range(12)] + ["E 7", ""]
         text = "\n".join(lines)
         cut = text.index("P 6 ") + 3  # in the middle of line 6
         session.write(text[:cut])

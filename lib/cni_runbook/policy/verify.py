@@ -223,7 +223,6 @@ class Verifier:
             expected[(port, protocol)] = engine.matrix(port, protocol)
         if name == "baseline":  # a set's own lines say what it applied; the probing is the same each time
             self.say(f"{name}: probing {len(cells)} pairs on {', '.join(f'{pr}/{po}' for po, pr in probes)}")
-        counted = self.probes_run
         if first:  # the wait of _wait_for(full=probes): every cell of every matrix
             found.update({pp: dict(first[pp]) for pp in probes})
         else:
@@ -246,7 +245,6 @@ class Verifier:
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
             for pp, again in self.probe_all({pp: bad for pp, bad in wrong.items() if bad}).items():
                 found[pp].update(again)
-        result.probes_run += self.probes_run - counted
         for (port, protocol), cells_found in found.items():
             exp = expected[(port, protocol)]
             observed = self._observed(cells_found)
@@ -266,8 +264,10 @@ class Verifier:
         pre = len(self.base_policies)
         result = SetResult("baseline", "cluster", "no test policy" + (f"; {pre} pre-existing policies" if pre else ""))
         # New pods may need a moment before their first packets pass: allow a short settle.
+        counted = self.probes_run
         self._measure("baseline", self.base_policies, probes, started, result,
                       started + min(20.0, self.enforcement_timeout_s))
+        result.probes_run = self.probes_run - counted
         result.seconds = time.monotonic() - started
         if not result.ok:
             bad = result.mismatches()
@@ -301,8 +301,8 @@ class Verifier:
     WAIT_SLICE_S = 10.0
 
     def _wait_for(self, cells: Mapping[PortProto, Sequence[tuple[Cell, bool]]], started: float,
-                  deadline: float, what: str, *, full: Mapping[PortProto, pd.DataFrame] | None = None,
-                  result: SetResult | None = None) -> tuple[float | None, dict[PortProto, dict[Cell, bool | None]]]:
+                  deadline: float, what: str, *,
+                  full: Mapping[PortProto, pd.DataFrame] | None = None) -> tuple[float | None, dict[PortProto, dict[Cell, bool | None]]]:
         """Wait until ``cells`` (cell, wanted value) show their wanted values: (seconds from
         ``started`` until the last of them did, or None at ``deadline``; what was found).
 
@@ -315,7 +315,6 @@ class Verifier:
             wanted.setdefault(pp, {}).update({c: self._want(expected, c) for c in all_cells(self.cluster)})
         found: dict[PortProto, dict[Cell, bool | None]] = {pp: {} for pp in wanted}
         pending = {pp: list(c) for pp, c in wanted.items()}
-        counted = self.probes_run
         while pending:
             left = deadline - time.monotonic()
             for pp, got in self.probe_all(pending, until=wanted, until_s=max(0.0, min(self.WAIT_SLICE_S, left))).items():
@@ -328,8 +327,6 @@ class Verifier:
             self.say(f"{what}: waiting ({sentinels_left} sentinel cell(s) and "
                      f"{sum(map(len, pending.values())) - sentinels_left} other(s) pending, "
                      f"{time.monotonic() - started:.0f}s)")
-        if result is not None:
-            result.probes_run += self.probes_run - counted
         late = [(pp, cell) for pp, c in cells.items() for cell, want in c if found[pp].get(cell) is not want]
         if late:
             self.say(f"{what}: {len(late)} sentinel cell(s) still differ after {time.monotonic() - started:.1f}s")
@@ -340,7 +337,7 @@ class Verifier:
     def verify(self, policy_set: PolicySet) -> SetResult:
         """Apply, measure, compare, explain, remove (see the module docstring)."""
         name = policy_set.name
-        started_all = time.monotonic()
+        started_all, counted = time.monotonic(), self.probes_run
         result = SetResult(name, policy_set.source, policy_set.description)
         before = list(self.base_policies)
         after = before + list(policy_set.policies)
@@ -367,7 +364,7 @@ class Verifier:
             if sentinels:
                 engine = PolicyEngine(self.cluster, after)
                 result.latency_s, first = self._wait_for(
-                    sentinels, started, deadline, f"{name}: enforcement", result=result,
+                    sentinels, started, deadline, f"{name}: enforcement",
                     full={pp: engine.matrix(*pp) for pp in policy_set.probes})
                 if result.latency_s is None:
                     result.messages.append(f"not enforced within {self.enforcement_timeout_s:.0f}s")
@@ -393,10 +390,11 @@ class Verifier:
             if changed:
                 restart = time.monotonic()
                 result.restored_s, _ = self._wait_for(changed, restart, restart + self.restore_timeout_s,
-                                                      f"{name}: restore", result=result)
+                                                      f"{name}: restore")
                 if result.restored_s is None:
                     result.messages.append(f"baseline did not return within {self.restore_timeout_s:.0f}s "
                                            "after removing the policies")
+        result.probes_run = self.probes_run - counted
         result.seconds = time.monotonic() - started_all
         return result
 

@@ -8,7 +8,9 @@ base, the lab's busybox-static) reads batches of probes on stdin, starts every p
 a batch at once, each bounded by ``busybox timeout -s KILL``, and prints one line per
 probe as it finishes::
 
-    @@P<TAB>index<TAB>exit code<TAB>attempts<TAB>start us<TAB>end us<TAB>output (one line)
+    @@R<TAB>index<TAB>exit code<TAB>attempts<TAB>first start us<TAB>start us<TAB>end us<TAB>output (one line)
+
+(start and end of the last attempt; ``first start`` of the first one)
 
 then ``@@E<TAB>batch``. Python parses those lines (:func:`parse_output`). The batches
 reach the loop through a relay job (see :data:`SERVE_LOOP`: busybox ash's ``read`` loses
@@ -84,8 +86,8 @@ from ..kube.exec import ExecResult, ExecSession, exec_in_pod
 Progress = Callable[[str], None]
 
 PROTOCOLS = ("TCP", "UDP", "SCTP", "HTTP", "ICMP", "DNS")
-LINE_TAG = "@@P"
-UNTIL_TAG = "@@U"  # an "until" command's line: one more field, the first attempt's start (us)
+LINE_TAG = "@@P"  # a batch's line (plain sh, :func:`run_batch`)
+PROBER_TAG = "@@R"  # the long-lived prober's line: @@P's fields and the first attempt's start
 DONE_TAG = "@@DONE"
 RETRY_PAUSE_S = 0.2
 #: exec start-up and output transfer on top of the probe time
@@ -194,30 +196,17 @@ clean() {
   [ ${#o} -le %(maxout)d ] || o=${o:$((${#o}-%(maxout)d))}
 }
 p() {
-  i=$1; n=$2; k=$3; shift 3; a=0
-  while :; do
-    a=$((a+1)); t0=$EPOCHREALTIME
-    o=$(busybox timeout -s KILL "$k" "$@" 2>&1 </dev/null); rc=$?
-    t1=$EPOCHREALTIME
-    [ "$rc" = 0 ] && break
-    [ "$a" -ge "$n" ] && break
-    busybox sleep %(pause)s
-  done
-  [ -z "$o" ] || clean
-  printf '@@P\t%%s\t%%s\t%%s\t%%s%%s\t%%s%%s\t%%s\n' "$i" "$rc" "$a" "${t0%%.*}" "${t0#*.}" "${t1%%.*}" "${t1#*.}" "$o"
-}
-u() {
-  i=$1; w=$2; d=$3; k=$4; shift 4; a=0; f=$EPOCHREALTIME; f=${f%%.*}${f#*.}
+  i=$1; n=$2; w=$3; d=$4; k=$5; shift 5; a=0; f=$EPOCHREALTIME; f=${f%%.*}${f#*.}
   while :; do
     a=$((a+1)); t0=$EPOCHREALTIME
     o=$(busybox timeout -s KILL "$k" "$@" 2>&1 </dev/null); rc=$?
     t1=$EPOCHREALTIME
     case "$w$rc" in 10|0[1-9]*|?127) break ;; esac
-    [ $((${t1%%.*}${t1#*.} - f)) -lt "$d" ] || break
+    [ "$a" -lt "$n" ] || [ $((${t1%%.*}${t1#*.} - f)) -lt "$d" ] || break
     busybox sleep %(pause)s
   done
   [ -z "$o" ] || clean
-  printf '@@U\t%%s\t%%s\t%%s\t%%s\t%%s%%s\t%%s%%s\t%%s\n' "$i" "$rc" "$a" "$f" "${t0%%.*}" "${t0#*.}" "${t1%%.*}" "${t1#*.}" "$o"
+  printf '@@R\t%%s\t%%s\t%%s\t%%s\t%%s%%s\t%%s%%s\t%%s\n' "$i" "$rc" "$a" "$f" "${t0%%.*}" "${t0#*.}" "${t1%%.*}" "${t1#*.}" "$o"
 }
 """
 
@@ -299,7 +288,7 @@ def parse_output(stdout: str, expected: int | None = None) -> ParsedOutput:
         if line == DONE_TAG:
             parsed.complete = True
             continue
-        until = line.startswith(UNTIL_TAG + "\t")
+        until = line.startswith(PROBER_TAG + "\t")
         if not (until or line.startswith(LINE_TAG + "\t")):
             if line.strip():
                 parsed.garbage.append(line[:200])
@@ -618,9 +607,10 @@ def _ping_reason(out: str, last: str, timeout_s: float) -> tuple[bool | None, st
 # --------------------------------------------------------------------------- the prober pool
 
 
-#: the serving loop of a long-lived prober: "P index attempts kill argv..." starts a probe,
-#: "U index want until_us kill argv..." starts one re-run until it succeeds (want 1) or fails
-#: (want 0) or until_us has passed since its start (:meth:`ProberPool.__call__`'s ``until``),
+#: the serving loop of a long-lived prober: "P index attempts want until_us kill argv..." starts
+#: a probe, re-run until it succeeds (want 1) or fails (want 0), while it has attempts left or
+#: until_us has not passed since its start (plain runs: want 1, until_us 0; "until" runs:
+#: attempts 1, :meth:`ProberPool.__call__`'s ``until``),
 #: "E batch" waits for the batch's probes and confirms, "Q" ends (so does stdin's end).
 #: The lines reach the loop through a relay job that has no children: busybox ash's
 #: ``read`` drops the part of a line it has read when a signal interrupts it, and the
@@ -631,10 +621,9 @@ def _ping_reason(out: str, last: str, timeout_s: float) -> tuple[bool | None, st
 SERVE_LOOP = r"""
 exec 3<&0
 { while IFS= read -r l <&3; do printf '%s\n' "$l"; case "$l" in Q*) break ;; esac; done; } | {
-while read -r c i n k rest; do
+while read -r c i n w d k rest; do
   case "$c" in
-    P) p "$i" "$n" "$k" $rest & ;;
-    U) u "$i" "$n" "$k" $rest & ;;
+    P) p "$i" "$n" "$w" "$d" "$k" $rest & ;;
     E) wait; printf '@@E\t%s\n' "$i" ;;
     Q) break ;;
   esac
@@ -687,11 +676,8 @@ class _Prober:
                 if (n and n % width == 0) or (order and n == 0 and light):
                     lines.append("E 0")  # a wave barrier: wait for the probes started so far
                 c = commands[i]
-                kill = kill_after(c.timeout_s, c.argv)
-                if c.want is None:
-                    lines.append(f"P {i} {max(1, c.attempts)} {kill} {' '.join(c.argv)}")
-                else:
-                    lines.append(f"U {i} {int(c.want)} {round(c.until_s * 1e6)} {kill} {' '.join(c.argv)}")
+                spec = (1, int(c.want), round(c.until_s * 1e6)) if c.want is not None else (max(1, c.attempts), 1, 0)
+                lines.append(f"P {i} {' '.join(map(str, spec))} {kill_after(c.timeout_s, c.argv)} {' '.join(c.argv)}")
         self.session.write("\n".join([*lines, f"E {batch}", ""]))
         deadline = time.monotonic() + timeout
         text, done, error = "", False, ""
